@@ -1,0 +1,122 @@
+"""The contract every task kind keeps. Pure: no I/O, no clocks, no global state.
+
+A task kind is one module under ``p2c2r.tasks`` that defines:
+
+    NAME: str                      the wire name, e.g. "ai_pathfinding"
+    VERSION: str                   kernel version; part of the cache key, bump on any change of output
+    TOLERANCE_NOTE: str            one line: what "agree" tolerates (shown in docs)
+    class Input(msgspec.Struct)    typed input
+    class Output(msgspec.Struct)   typed output
+    parse_input(raw) -> Input      raw = builtins decoded from msgpack; raises TaskInputError(field, problem)
+    parse_output(raw) -> Output    raises TaskOutputError(field, problem)
+    compute(inp) -> Output         deterministic for the same input and VERSION
+    verify(inp, out, rng) -> Verdict   far cheaper than compute; rng picks spot checks
+    agree(a, b) -> bool            two outputs for the same input match within tolerance (quorum, audits)
+    example(rng, size="small") -> raw input (builtins only) a user could send
+
+``compute`` may assume its input came from ``parse_input``; ``verify`` may assume its output came from
+``parse_output`` (shape is right) but must not trust any value in it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from p2c2r.errors import TaskInputError, TaskOutputError
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def accept(cls) -> Verdict:
+        return cls(True)
+
+    @classmethod
+    def reject(cls, reason: str) -> Verdict:
+        return cls(False, reason)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True, slots=True)
+class TaskKind:
+    """A task kind module seen through one typed handle."""
+
+    name: str
+    version: str
+    tolerance_note: str
+    input_type: type
+    output_type: type
+    parse_input: Callable[[Any], Any]
+    parse_output: Callable[[Any], Any]
+    compute: Callable[[Any], Any]
+    verify: Callable[[Any, Any, random.Random], Verdict]
+    agree: Callable[[Any, Any], bool]
+    example: Callable[..., Any]
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> TaskKind:
+        return cls(
+            name=module.NAME,
+            version=module.VERSION,
+            tolerance_note=getattr(module, "TOLERANCE_NOTE", ""),
+            input_type=module.Input,
+            output_type=module.Output,
+            parse_input=module.parse_input,
+            parse_output=module.parse_output,
+            compute=module.compute,
+            verify=module.verify,
+            agree=module.agree,
+            example=module.example,
+        )
+
+
+# Helpers the kind modules share -------------------------------------------------------------------------
+
+
+def convert_input(raw: Any, typ: type) -> Any:
+    """msgspec.convert with its ValidationError turned into a TaskInputError naming the field."""
+    try:
+        return msgspec.convert(raw, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        field, problem = _split_msgspec_error(str(exc))
+        raise TaskInputError(field, problem) from exc
+
+
+def convert_output(raw: Any, typ: type) -> Any:
+    try:
+        return msgspec.convert(raw, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        field, problem = _split_msgspec_error(str(exc))
+        raise TaskOutputError(field, problem) from exc
+
+
+def _split_msgspec_error(text: str) -> tuple[str, str]:
+    # msgspec says "Expected `int`, got `str` - at `$.agents[0].start`"
+    if " - at `" in text:
+        problem, _, where = text.rpartition(" - at `")
+        return where.rstrip("`").removeprefix("$.").removeprefix("$") or "input", problem
+    return "input", text
+
+
+def require_finite(field: str, *values: float) -> None:
+    for v in values:
+        if not math.isfinite(v):
+            raise TaskInputError(field, f"must be a finite number, got {v!r}")
+
+
+def require_range(field: str, value: float, lo: float, hi: float) -> None:
+    require_finite(field, value)
+    if not lo <= value <= hi:
+        raise TaskInputError(field, f"must be within [{lo}, {hi}], got {value!r}")
