@@ -1,0 +1,188 @@
+"""Round trip and throughput of the whole path, against a bare websockets relay run side by side.
+
+    python -m bench.bench_roundtrip [--tasks 2000] [--inflight 1000] [--serial 300]
+
+P2C2R: gamer -> coordinator (validate, SQLite, schedule) -> peer (worker process) -> coordinator (verify,
+bill, SQLite) -> gamer, with a trivial task (a tiny A* search, every input different so no cache hits).
+Floor: a websockets server that forwards the gamer's frame to a worker connection and the worker's answer
+back, nothing else. The ratio to the floor is the figure that survives a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import websockets
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+from bench.harness import percentile, print_table, write_json
+from p2c2r.gamer.client import GamerClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.procs import ProcessSet  # noqa: E402
+
+
+def trivial_input(rng: random.Random) -> dict:
+    size = 8
+    grid = bytearray(rng.random() < 0.15 for _ in range(size * size))
+    grid[0] = grid[-1] = 0
+    return {"width": size, "height": size, "grid": bytes(grid),
+            "agents": [{"start": [0, 0], "goal": [size - 1, size - 1]}]}
+
+
+async def measure_p2c2r(url: str, serial: int, total: int, inflight: int) -> dict:
+    rng = random.Random(1)
+    async with GamerClient(url, name="bench") as client:
+        for _ in range(50):  # warm-up
+            await client.submit("ai_pathfinding", trivial_input(rng), deadline_ms=60_000)
+        samples = []
+        for _ in range(serial):
+            t0 = time.perf_counter()
+            await client.submit("ai_pathfinding", trivial_input(rng), deadline_ms=60_000)
+            samples.append(time.perf_counter() - t0)
+        inputs = [trivial_input(rng) for _ in range(total)]
+        sem = asyncio.Semaphore(inflight)
+        sources: dict[str, int] = {}
+
+        async def one(inp: dict) -> None:
+            async with sem:
+                r = await client.submit("ai_pathfinding", inp, deadline_ms=60_000)
+                sources[r.source] = sources.get(r.source, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in inputs))
+        elapsed = time.perf_counter() - t0
+    return {"samples": samples, "throughput": total / elapsed, "sources": sources}
+
+
+# The floor: a bare relay ------------------------------------------------------------------------------
+
+
+def _relay_main(port_queue: multiprocessing.Queue) -> None:
+    async def main() -> None:
+        worker: list = []
+        gamers: dict = {}
+
+        async def handler(ws) -> None:
+            role = await ws.recv()
+            if role == b"worker":
+                worker.append(ws)
+                async for frame in ws:  # answer: 8-byte gamer tag + payload
+                    g = gamers.get(frame[:8])
+                    if g is not None:
+                        await g.send(frame[8:])
+            else:
+                tag = role[:8]
+                gamers[tag] = ws
+                async for frame in ws:
+                    await worker[0].send(tag + frame)
+
+        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            port_queue.put(server.sockets[0].getsockname()[1])
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+def _worker_main(port: int) -> None:
+    async def main() -> None:
+        async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
+            await ws.send(b"worker")
+            async for frame in ws:
+                await ws.send(frame)
+
+    asyncio.run(main())
+
+
+async def measure_relay(port: int, serial: int, total: int, inflight: int) -> dict:
+    async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
+        await ws.send(b"gamer001")
+        payload = b"x" * 120
+        for _ in range(50):
+            await ws.send(payload)
+            await ws.recv()
+        samples = []
+        for _ in range(serial):
+            t0 = time.perf_counter()
+            await ws.send(payload)
+            await ws.recv()
+            samples.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sent = 0
+        received = 0
+
+        async def reader() -> None:
+            nonlocal received
+            while received < total:
+                await ws.recv()
+                received += 1
+
+        reader_task = asyncio.create_task(reader())
+        while sent < total:
+            while sent - received < inflight and sent < total:
+                await ws.send(payload)
+                sent += 1
+            await asyncio.sleep(0)
+        await reader_task
+        elapsed = time.perf_counter() - t0
+    return {"samples": samples, "throughput": total / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serial", type=int, default=300)
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--inflight", type=int, default=1000)
+    parser.add_argument("--peer-slots", type=int, default=1)
+    args = parser.parse_args()
+
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    relay = ctx.Process(target=_relay_main, args=(q,), daemon=True)
+    relay.start()
+    port = q.get(timeout=30)
+    worker = ctx.Process(target=_worker_main, args=(port,), daemon=True)
+    worker.start()
+    time.sleep(0.5)  # bench only: let the worker register before the gamer sends
+    floor = asyncio.run(measure_relay(port, args.serial, args.tasks, args.inflight))
+    relay.kill()
+    worker.kill()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ps = ProcessSet(Path(tmp))
+        try:
+            cloud = ps.cloud()
+            ps.peer(cloud, "bench_peer", slots=args.peer_slots, extra=["--quiet"])
+            cloud.wait_for_peers(1)
+            ours = asyncio.run(measure_p2c2r(cloud.url, args.serial, args.tasks, args.inflight))
+        finally:
+            ps.stop_all()
+
+    rows = []
+    for name, m in (("bare websockets relay (floor)", floor), ("p2c2r gamer->cloud->peer->cloud->gamer", ours)):
+        rows.append({
+            "path": name,
+            "p50_ms": percentile([s * 1000 for s in m["samples"]], 50),
+            "p99_ms": percentile([s * 1000 for s in m["samples"]], 99),
+            "tasks_per_s": m["throughput"],
+        })
+    ratio_p50 = rows[1]["p50_ms"] / rows[0]["p50_ms"]
+    ratio_tp = rows[1]["tasks_per_s"] / rows[0]["tasks_per_s"]
+    print_table(f"Round trip one at a time ({args.serial}) and throughput ({args.tasks} tasks, {args.inflight} in flight)",
+                rows, ["path", "p50_ms", "p99_ms", "tasks_per_s"])
+    print(f"\nratio p50 vs floor: {ratio_p50:.2f}x   throughput vs floor: {ratio_tp:.2f}x   sources: {ours['sources']}")
+    write_json("roundtrip", {"rows": rows, "ratio_p50_vs_floor": ratio_p50, "ratio_throughput_vs_floor": ratio_tp,
+                             "targets": {"p50_ms": 1.0, "ratio_p50_max": 2.5, "tasks_per_s_min": 3000},
+                             "params": vars(args), "sources": ours["sources"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""``p2c2r cloud|peer|gamer|demo``: one console command; the seed's run_*.py scripts wrap it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+from p2c2r import logs
+from p2c2r.console import Console
+from p2c2r.endpoints import cloud_url
+from p2c2r.network_config import DEFAULT_DB_PATH, DEFAULT_HOST, DEFAULT_PORT, GAME_FPS
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default=os.environ.get("P2C2R_LOG_LEVEL", "WARNING"),
+                        help="structured log level on stderr (default WARNING)")
+    parser.add_argument("--quiet", action="store_true", help="no per-task lines, only connections and totals")
+
+
+def _add_cloud_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cloud-ip", required=True, help="coordinator host or address, or a ws:// / wss:// URL")
+    parser.add_argument("--cloud-port", type=int, default=DEFAULT_PORT, help=f"coordinator port (default {DEFAULT_PORT})")
+    parser.add_argument("--tls", action="store_true", help="connect with wss:// (TLS), verifying the certificate")
+    parser.add_argument("--cafile", help="CA certificate to verify the coordinator with (default: system store)")
+    parser.add_argument("--name", help="a label shown to the coordinator (default: the host name)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2c2r", description="Community-shared game compute.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cloud = sub.add_parser("cloud", help="run the coordinator")
+    cloud.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    cloud.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port for WebSocket and HTTP (default {DEFAULT_PORT})")
+    cloud.add_argument("--db", default=DEFAULT_DB_PATH, help=f"SQLite database (default {DEFAULT_DB_PATH})")
+    cloud.add_argument("--fallback-workers", type=int, default=1, help="processes for cloud fallback compute")
+    cloud.add_argument("--certfile", help="TLS certificate (serves wss:// and https://)")
+    cloud.add_argument("--keyfile", help="TLS private key")
+    cloud.add_argument("--heartbeat-interval", type=float, default=None, help="seconds between peer heartbeats")
+    _add_common(cloud)
+
+    peer = sub.add_parser("peer", help="contribute compute as a peer")
+    _add_cloud_target(peer)
+    peer.add_argument("--slots", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                      help="tasks run at once, one worker process each")
+    peer.add_argument("--cheat", choices=["random", "stale", "lazy", "subtle"],
+                      help="DEMONSTRATION AND TEST AID: return bad results, to watch the coordinator catch them")
+    _add_common(peer)
+
+    gamer = sub.add_parser("gamer", help="play a scripted game session that offloads work")
+    _add_cloud_target(gamer)
+    gamer.add_argument("--frames", type=int, default=300, help="frames to play (default 300)")
+    gamer.add_argument("--fps", type=float, default=GAME_FPS, help=f"frame rate, 0 = unpaced (default {GAME_FPS})")
+    gamer.add_argument("--seed", type=int, default=1, help="seed of the scripted game work")
+    gamer.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    _add_common(gamer)
+
+    demo = sub.add_parser("demo", help="a coordinator, two peers and a gamer on this machine")
+    demo.add_argument("--port", type=int, default=0, help="coordinator port (default: a free one)")
+    demo.add_argument("--frames", type=int, default=300)
+    demo.add_argument("--db", default=None, help="database (default: a temporary file)")
+    _add_common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    console = Console(quiet=args.quiet)
+    try:
+        if args.command == "cloud":
+            return _cloud(args, console)
+        if args.command == "peer":
+            return _peer(args, console)
+        if args.command == "gamer":
+            return _gamer(args, console)
+        if args.command == "demo":
+            from p2c2r.demo import run_demo
+
+            return run_demo(port=args.port, frames=args.frames, db=args.db, quiet=args.quiet)
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _cloud(args: argparse.Namespace, console: Console) -> int:
+    from p2c2r.cloud.server import ServerSettings, run_coordinator
+
+    settings = ServerSettings(host=args.host, port=args.port, db_path=args.db, fallback_workers=args.fallback_workers,
+                              certfile=args.certfile, keyfile=args.keyfile)
+    if args.heartbeat_interval:
+        settings.heartbeat_interval_s = args.heartbeat_interval
+    try:
+        asyncio.run(run_coordinator(settings, console=console))
+    except OSError as exc:
+        print(f"❌ Could not start the coordinator on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _url(args: argparse.Namespace) -> str:
+    return cloud_url(args.cloud_ip, args.cloud_port, tls=args.tls)
+
+
+def _peer(args: argparse.Namespace, console: Console) -> int:
+    from p2c2r.errors import HandshakeError
+    from p2c2r.peer.agent import PeerAgent, PeerSettings
+
+    tamper = None
+    if args.cheat:
+        from p2c2r.peer.cheats import make_tamperer
+
+        tamper = make_tamperer(args.cheat)
+        console.line(f"⚠️  CHEAT MODE '{args.cheat}': this peer returns bad results on purpose (demonstration)")
+    settings = PeerSettings(url=_url(args), name=args.name or f"peer_{socket.gethostname()}", slots=args.slots,
+                            cafile=args.cafile, tamper=tamper)
+
+    async def run() -> None:
+        agent = PeerAgent(settings, console=console)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(run())
+    except HandshakeError:
+        return 1
+    return 0
+
+
+def _gamer(args: argparse.Namespace, console: Console) -> int:
+    from p2c2r.gamer.session import SessionSettings, run_gamer_session
+
+    settings = SessionSettings(frames=args.frames, fps=args.fps, seed=args.seed, json_output=args.json)
+    try:
+        summary = asyncio.run(run_gamer_session(_url(args), name=args.name or f"gamer_{socket.gethostname()}",
+                                                settings=settings, console=console))
+    except (TimeoutError, ConnectionError) as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return 1
+    return 0 if summary["failed"] == 0 else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,608 @@
+"""The coordinator's service layer: turns protocol messages into scheduler events and carries out decisions.
+
+It owns the pieces below it (scheduler, store, worker pool for cloud fallback, tariff) and the live
+sessions; the WebSocket server (``server.py``) only authenticates connections and feeds messages here.
+Everything runs on one event loop, so state is touched by one thread only.
+
+A task's path through this module:
+
+    submit()   validate input -> cache lookup -> durable insert -> Ack -> scheduler.submit
+    _apply()   Dispatch -> Assign to a peer | RunFallback -> _run_fallback | FailTask -> _fail
+    peer_result()   check_output -> accepted: _complete (store + bill in one commit) -> Result, Earned
+                                 -> rejected: scheduler.attempt_failed -> re-route
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+
+from p2c2r import protocol as p
+from p2c2r.cloud import ledger
+from p2c2r.cloud.lifecycle import TaskState, transition
+from p2c2r.cloud.scheduler import CancelAttempt, Decision, Dispatch, FailTask, RunFallback, Scheduler
+from p2c2r.cloud.store import Store, TaskRow
+from p2c2r.cloud.validation import check_output
+from p2c2r.console import Console, money
+from p2c2r.errors import StoreError, TaskInputError, UnknownTaskKind
+from p2c2r.network_config import CACHE_TTL_S, MAX_ATTEMPTS_PER_TASK, MAX_QUEUED_TASKS, terms_for
+from p2c2r.tasks import TaskKind, get_kind, registry
+from p2c2r.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+# Recent events kept for the dashboard's feed.
+EVENT_FEED_LENGTH = 200
+# Tasks with deadlines this short are worth a hedged second copy when they run late.
+LATENCY_CRITICAL_MS = 1000
+
+
+class Session(Protocol):
+    client_id: str
+    name: str
+    role: str
+    address: str
+
+    def send(self, message: msgspec.Struct) -> None: ...
+
+
+@dataclass(slots=True)
+class ActiveTask:
+    task_id: str
+    gamer_id: str
+    client_task_id: str
+    kind: TaskKind
+    input: Any
+    input_bytes: bytes
+    cache_key: str
+    price_micro_usd: int
+    deadline_ms: int
+    submitted_mono: float
+    state: TaskState = TaskState.QUEUED
+    finishing: bool = False
+    peers_tried: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PeerLink:
+    session: Session
+    slots: int
+    kinds: frozenset[str]
+    last_seen: float
+    earned_micro_usd: int = 0
+    completed: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    fallbacks: int = 0
+    rerouted: int = 0
+    invalid_results: int = 0
+    bad_messages: int = 0
+    by_kind_completed: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
+
+
+def cache_key_for(kind: TaskKind, canonical_input: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(kind.name.encode())
+    h.update(b"\0")
+    h.update(kind.version.encode())
+    h.update(b"\0")
+    h.update(canonical_input)
+    return h.hexdigest()
+
+
+class Coordinator:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        console: Console | None = None,
+        fallback_workers: int = 1,
+        tariff: ledger.Tariff | None = None,
+        cache_ttl_s: float = CACHE_TTL_S,
+        max_attempts: int = MAX_ATTEMPTS_PER_TASK,
+        max_queued: int | None = MAX_QUEUED_TASKS,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.console = console or Console(enabled=False)
+        self.tariff = tariff or ledger.Tariff()
+        self.cache_ttl_s = cache_ttl_s
+        self._clock = clock
+        # Spot checks must be unpredictable to peers: seed from the OS unless a test pins it.
+        self.rng = rng or random.Random(secrets.randbits(64))
+        self.boot_id = secrets.token_hex(3)
+        self._attempt_seq = 0
+        self.scheduler = Scheduler(new_attempt_id=self._new_attempt_id, max_attempts=max_attempts, max_queued=max_queued)
+        self.fallback_pool = WorkerPool(fallback_workers)
+        self.tasks: dict[str, ActiveTask] = {}
+        self._by_client: dict[tuple[str, str], str] = {}
+        self.peers: dict[str, PeerLink] = {}
+        self.gamers: dict[str, Session] = {}
+        self.counters = Counters()
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED_LENGTH)
+        self.started_at = time.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def _new_attempt_id(self) -> str:
+        self._attempt_seq += 1
+        return f"a{self.boot_id}{self._attempt_seq:x}"
+
+    # Lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.fallback_pool.start()
+        await self._resume_unfinished()
+        self._spawn(self._purge_cache_forever())
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.fallback_pool.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_crash)
+        return task
+
+    async def _resume_unfinished(self) -> None:
+        """Every acknowledged task that had not finished when the coordinator stopped starts again."""
+        rows = self.store.unfinished_tasks()
+        for row in rows:
+            kind = get_kind(row.kind)
+            inp = kind.parse_input(msgspec.msgpack.decode(row.input))
+            task = ActiveTask(
+                row.id, row.gamer_id, row.client_task_id, kind, inp, row.input, row.cache_key,
+                row.price_micro_usd, row.deadline_ms, self._clock(),
+            )
+            self._track(task)
+            # The coordinator was away: give the task a fresh deadline window rather than falling back at once.
+            self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
+                                              deadline_at=task.submitted_mono + row.deadline_ms / 1000.0))
+        if rows:
+            self.console.line(f"♻️  Resumed {len(rows)} unfinished task(s) from the database")
+            self._event("resumed", count=len(rows))
+
+    def _track(self, task: ActiveTask) -> None:
+        self.tasks[task.task_id] = task
+        self._by_client[(task.gamer_id, task.client_task_id)] = task.task_id
+
+    def _untrack(self, task: ActiveTask) -> None:
+        self.tasks.pop(task.task_id, None)
+        self._by_client.pop((task.gamer_id, task.client_task_id), None)
+
+    # Sessions ---------------------------------------------------------------------------------------
+
+    def gamer_joined(self, session: Session) -> None:
+        self.gamers[session.client_id] = session
+        self.console.line(f"🎮 Gamer connected: {session.name} ({session.address})")
+        self._event("gamer_joined")
+
+    def gamer_left(self, session: Session) -> None:
+        if self.gamers.get(session.client_id) is session:
+            del self.gamers[session.client_id]
+            self.console.line(f"👋 Gamer disconnected: {session.name}")
+            self._event("gamer_left")
+
+    def peer_joined(self, session: Session, *, slots: int, kinds: list[str], owner: str | None = None) -> None:
+        usable = frozenset(kinds) & frozenset(registry())
+        self.peers[session.client_id] = PeerLink(session, slots, usable, self._clock())
+        self.console.line(f"📡 Peer connected: {session.name} ({session.address}), {slots} slot(s)")
+        self._event("peer_joined", peer=session.client_id, name=session.name)
+        network = ".".join(session.address.split(".")[:3])
+        self._apply(self.scheduler.add_peer(session.client_id, slots=slots, kinds=usable, now=self._clock(),
+                                            owner=owner, network=network))
+
+    def peer_left(self, session: Session, reason: str = "disconnected") -> None:
+        link = self.peers.get(session.client_id)
+        if link is None or link.session is not session:
+            return
+        del self.peers[session.client_id]
+        running = len(self.scheduler.peers.get(session.client_id).running) if session.client_id in self.scheduler.peers else 0
+        self.console.line(f"🔌 Peer {reason}: {session.name}" + (f" ({running} task(s) to re-route)" if running else ""))
+        self._event("peer_left", peer=session.client_id, name=session.name, rerouted=running)
+        self.counters.rerouted += running
+        self._apply(self.scheduler.remove_peer(session.client_id, self._clock()))
+
+    def peer_heartbeat(self, session: Session) -> None:
+        link = self.peers.get(session.client_id)
+        if link is not None:
+            link.last_seen = self._clock()
+
+    def silent_peers(self, silence_s: float) -> list[Session]:
+        cutoff = self._clock() - silence_s
+        return [link.session for link in self.peers.values() if link.last_seen < cutoff]
+
+    # Gamer messages ---------------------------------------------------------------------------------
+
+    async def submit(self, gamer: Session, msg: p.Submit) -> None:
+        key = (gamer.client_id, msg.task_id)
+        if key in self._by_client:  # a resubmission of a task still in progress: acknowledge again
+            gamer.send(p.Ack(msg.task_id, state=self.tasks[self._by_client[key]].state.value))
+            return
+        stored = self.store.task_by_client_id(gamer.client_id, msg.task_id)
+        if stored is not None:
+            self._answer_from_row(gamer, stored)
+            return
+        try:
+            kind = get_kind(msg.kind)
+            inp = kind.parse_input(msg.input)
+        except (UnknownTaskKind, TaskInputError) as exc:
+            gamer.send(p.Error(exc.code, str(exc), task_id=msg.task_id))
+            return
+        canonical = p.canonical_bytes(inp)
+        terms = terms_for(kind.name)
+        deadline_ms = msg.deadline_ms or terms.deadline_ms
+        task = ActiveTask(
+            task_id=secrets.token_hex(8),
+            gamer_id=gamer.client_id,
+            client_task_id=msg.task_id,
+            kind=kind,
+            input=inp,
+            input_bytes=canonical,
+            cache_key=cache_key_for(kind, canonical),
+            price_micro_usd=terms.price_micro_usd,
+            deadline_ms=deadline_ms,
+            submitted_mono=self._clock(),
+        )
+        self.counters.submitted += 1
+        self._track(task)
+        self.console.task_line(f"📥 Task received: {kind.name} from {gamer.name}")
+        row = TaskRow(task.task_id, gamer.client_id, msg.task_id, kind.name, canonical, task.cache_key,
+                      task.price_micro_usd, deadline_ms, time.time(), TaskState.QUEUED.value)
+        cached = self.store.cached_output(task.cache_key, time.time())
+        try:
+            await self.store.add_task(row)
+        except StoreError as exc:
+            self._untrack(task)
+            gamer.send(p.Error(p.E_INTERNAL, f"the task could not be stored, nothing was charged: {exc}", task_id=msg.task_id))
+            return
+        gamer.send(p.Ack(msg.task_id))
+        if cached is not None:
+            self.counters.cache_hits += 1
+            self.console.task_line("   ⚡ Answered from cache (no peer work)")
+            self._spawn(self._complete(task, cached, source="cache"))
+            return
+        self.counters.cache_misses += 1
+        self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
+                                          deadline_at=task.submitted_mono + deadline_ms / 1000.0,
+                                          latency_critical=deadline_ms <= LATENCY_CRITICAL_MS))
+
+    def fetch(self, gamer: Session, msg: p.Fetch) -> None:
+        task_id = self._by_client.get((gamer.client_id, msg.task_id))
+        if task_id is not None:
+            gamer.send(p.Ack(msg.task_id, state=self.tasks[task_id].state.value))
+            return
+        row = self.store.task_by_client_id(gamer.client_id, msg.task_id)
+        if row is None:
+            gamer.send(p.Error(p.E_UNKNOWN_TASK, f"no task {msg.task_id!r} was submitted by you", task_id=msg.task_id))
+            return
+        self._answer_from_row(gamer, row)
+
+    def _answer_from_row(self, gamer: Session, row: TaskRow) -> None:
+        if row.state == TaskState.FAILED.value:
+            gamer.send(p.Error(row.error_code or p.E_INTERNAL, row.error_message or "failed", task_id=row.client_task_id))
+            return
+        if row.state != TaskState.COMPLETED.value:  # in the database but not in memory: resumed at start
+            gamer.send(p.Ack(row.client_task_id, state=row.state))
+            return
+        output = self.store.cached_output(row.cache_key, 0.0)
+        if output is None:
+            gamer.send(p.Error(p.E_RESULT_EXPIRED, "the result was purged from the store", task_id=row.client_task_id))
+            return
+        gamer.send(p.Result(row.client_task_id, row.kind, msgspec.Raw(output), row.source or "peer",
+                            row.latency_ms or 0.0, row.cost_micro_usd or 0))
+
+    # Peer messages ----------------------------------------------------------------------------------
+
+    def peer_result(self, peer: Session, msg: p.PeerResult) -> None:
+        attempt = self.scheduler.attempts.get(msg.attempt_id)
+        if attempt is None or attempt.peer_id != peer.client_id:
+            peer.send(p.Error(p.E_NOT_ASSIGNED, f"attempt {msg.attempt_id} is not assigned to you (cancelled or unknown)"))
+            return
+        task = self.tasks[attempt.task_id]
+        checked = check_output(task.kind, task.input, msg.output, self.rng)
+        now = self._clock()
+        if not checked.verdict.ok:
+            self.counters.invalid_results += 1
+            self.console.line(f"🚨 Invalid result from {peer.name} for {task.kind.name}: {checked.verdict.reason}")
+            self._event("invalid_result", peer=peer.client_id, name=peer.name, kind=task.kind.name,
+                        reason=checked.verdict.reason)
+            self.store.finish_attempt(msg.attempt_id, "invalid", checked.verdict.reason)
+            self.store.note_invalid(peer.client_id)
+            self._apply(self.scheduler.attempt_failed(msg.attempt_id, now))
+            return
+        if task.finishing:
+            return
+        self.store.finish_attempt(msg.attempt_id, "accepted")
+        output = msgspec.msgpack.encode(checked.output)
+        self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now))
+        self._spawn(self._complete(task, output, source="peer", peer=peer, attempt_id=msg.attempt_id))
+
+    def peer_error(self, peer: Session, msg: p.PeerError) -> None:
+        attempt = self.scheduler.attempts.get(msg.attempt_id)
+        if attempt is None or attempt.peer_id != peer.client_id:
+            return
+        task = self.tasks.get(attempt.task_id)
+        self.store.finish_attempt(msg.attempt_id, "error", f"{msg.code}: {msg.message}")
+        if task is not None and msg.code == p.E_BAD_INPUT:
+            # The coordinator validated this input itself, so a peer calling it bad is the peer's problem.
+            log.warning("peer %s refused input of task %s: %s", peer.client_id, task.task_id, msg.message)
+        self.console.task_line(f"   ⚠️  {peer.name} failed a task: {msg.code}")
+        self._apply(self.scheduler.attempt_failed(msg.attempt_id, self._clock()))
+
+    # Decisions --------------------------------------------------------------------------------------
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if isinstance(decision, Dispatch):
+                self._dispatch(decision)
+            elif isinstance(decision, CancelAttempt):
+                link = self.peers.get(decision.peer_id)
+                if link is not None:
+                    link.session.send(p.Cancel(decision.attempt_id))
+                self.store.finish_attempt(decision.attempt_id, "cancelled")
+            elif isinstance(decision, RunFallback):
+                task = self.tasks.get(decision.task_id)
+                if task is not None and not task.finishing:
+                    self._spawn(self._run_fallback(task, decision.reason))
+            elif isinstance(decision, FailTask):
+                task = self.tasks.get(decision.task_id)
+                if task is not None:
+                    self._spawn(self._fail(task, decision.code, decision.message))
+        self._rearm_timer()
+
+    def _dispatch(self, decision: Dispatch) -> None:
+        task = self.tasks[decision.task_id]
+        link = self.peers[decision.peer_id]
+        if task.state != TaskState.RUNNING:
+            task.state = transition(task.task_id, task.state, TaskState.RUNNING)
+        task.peers_tried.append(decision.peer_id)
+        remaining_ms = task.deadline_ms - (self._clock() - task.submitted_mono) * 1000.0
+        link.session.send(p.Assign(decision.attempt_id, decision.kind, msgspec.Raw(task.input_bytes),
+                                   max(1, min(int(remaining_ms), p.MAX_DEADLINE_MS))))
+        self.store.record_attempt(decision.attempt_id, task.task_id, decision.peer_id, time.time())
+        if len(task.peers_tried) > 1:
+            self.console.task_line(f"   ↪️  Re-routing {task.kind.name} to {link.session.name}")
+            self._event("rerouted", kind=task.kind.name, peer=decision.peer_id, name=link.session.name)
+        else:
+            self.console.task_line(f"   → Routing to {link.session.name}")
+
+    def _rearm_timer(self) -> None:
+        when = self.scheduler.next_wakeup()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, when - self._clock())
+            self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._apply(self.scheduler.tick(self._clock()))
+
+    # Endings ----------------------------------------------------------------------------------------
+
+    async def _run_fallback(self, task: ActiveTask, reason: str) -> None:
+        try:
+            await self._fallback(task, reason)
+        except Exception as exc:  # whatever broke, the gamer hears of it: no task ends in silence
+            log.exception("cloud fallback of task %s crashed", task.task_id)
+            await self._fail(task, p.E_INTERNAL, f"the coordinator failed while computing the task: {exc}")
+
+    async def _fallback(self, task: ActiveTask, reason: str) -> None:
+        task.state = transition(task.task_id, task.state, TaskState.FALLBACK)
+        self.counters.fallbacks += 1
+        self.console.task_line(f"   ☁️  Cloud fallback for {task.kind.name} ({reason})")
+        self._event("fallback", kind=task.kind.name, reason=reason)
+        self.store.set_task_state(task.task_id, TaskState.FALLBACK.value)
+        started = self._clock()
+        outcome = await self.fallback_pool.run(task.kind.name, task.input_bytes, timeout_s=max(5.0, task.deadline_ms / 1000.0))
+        self.scheduler.note_fallback_ms(task.kind.name, (self._clock() - started) * 1000.0)
+        if task.finishing:
+            return
+        if not outcome.ok:
+            await self._fail(task, outcome.code, f"the coordinator could not compute the task: {outcome.message}")
+            return
+        checked = check_output(task.kind, task.input, msgspec.msgpack.decode(outcome.output), self.rng)
+        if not checked.verdict.ok:  # our own kernel disagrees with its verifier: a bug, never deliver it
+            log.error("fallback output for task %s failed verification: %s", task.task_id, checked.verdict.reason)
+            await self._fail(task, p.E_INTERNAL, f"the coordinator's result failed verification: {checked.verdict.reason}")
+            return
+        await self._complete(task, outcome.output, source="cloud")
+
+    async def _complete(
+        self,
+        task: ActiveTask,
+        output: bytes,
+        *,
+        source: str,
+        peer: Session | None = None,
+        attempt_id: str | None = None,
+    ) -> None:
+        if task.finishing:
+            return
+        task.finishing = True
+        self._apply(self.scheduler.task_done(task.task_id, self._clock()))
+        latency_ms = (self._clock() - task.submitted_mono) * 1000.0
+        if peer is not None:
+            posting = ledger.bill_peer_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
+                                            peer_id=peer.client_id, price_micro_usd=task.price_micro_usd)
+            earned = posting.entries[1].amount_micro_usd
+        else:
+            posting = ledger.bill_coordinator_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
+                                                   source=source, price_micro_usd=task.price_micro_usd)
+            earned = 0
+        cost = -posting.entries[0].amount_micro_usd
+        try:
+            await self.store.complete_task(
+                task_id=task.task_id, source=source, latency_ms=latency_ms, cost_micro_usd=cost,
+                cache_key=task.cache_key, kind=task.kind.name, version=task.kind.version, output=output,
+                cache_ttl_s=self.cache_ttl_s, posting=posting, peer_id=peer.client_id if peer else None,
+            )
+        except StoreError as exc:
+            log.error("could not record the result of task %s: %s", task.task_id, exc)
+            task.finishing = False
+            await self._fail(task, p.E_INTERNAL, "the result could not be stored; nothing was charged")
+            return
+        task.state = transition(task.task_id, task.state, TaskState.COMPLETED)
+        self._untrack(task)
+        self.counters.completed += 1
+        self.counters.by_kind_completed[task.kind.name] += 1
+        self.counters.by_source[source] += 1
+        if source == "cache":
+            self.store.touch_cache_hit(task.cache_key)
+        gamer = self.gamers.get(task.gamer_id)
+        if gamer is not None:
+            gamer.send(p.Result(task.client_task_id, task.kind.name, msgspec.Raw(output), source, latency_ms, cost))
+        if peer is not None and attempt_id is not None:
+            link = self.peers.get(peer.client_id)
+            if link is not None:
+                link.earned_micro_usd += earned
+                link.completed += 1
+                peer.send(p.Earned(attempt_id, earned, link.earned_micro_usd))
+        self.console.task_line(f"📤 Result ready: {task.kind.name} ({latency_ms:.0f}ms, {source})"
+                               + (f" → Sent to {gamer.name}" if gamer else " (gamer away: kept for fetch)"))
+        self._event("completed", kind=task.kind.name, source=source, latency_ms=round(latency_ms, 2))
+
+    async def _fail(self, task: ActiveTask, code: str, message: str) -> None:
+        if task.finishing:
+            return
+        task.finishing = True
+        self._apply(self.scheduler.task_done(task.task_id, self._clock()))
+        try:
+            await self.store.fail_task(task.task_id, code, message)
+        except StoreError as exc:
+            log.error("could not record the failure of task %s: %s", task.task_id, exc)
+        task.state = transition(task.task_id, task.state, TaskState.FAILED)
+        self._untrack(task)
+        self.counters.failed += 1
+        gamer = self.gamers.get(task.gamer_id)
+        if gamer is not None:
+            gamer.send(p.Error(code, message, task_id=task.client_task_id))
+        self.console.line(f"❌ Task failed: {task.kind.name} ({code}): {message}")
+        self._event("failed", kind=task.kind.name, code=code)
+
+    # Housekeeping -----------------------------------------------------------------------------------
+
+    async def _purge_cache_forever(self) -> None:
+        from p2c2r.network_config import CACHE_PURGE_INTERVAL_S
+
+        while True:
+            try:
+                purged = await self.store.purge_expired(time.time())
+                if purged:
+                    log.info("purged %d expired cache entries", purged)
+            except StoreError as exc:
+                log.warning("cache purge failed: %s", exc)
+            await asyncio.sleep(CACHE_PURGE_INTERVAL_S)
+
+    def _event(self, event_name: str, **fields: Any) -> None:
+        event = {"t": round(time.time(), 3), "event": event_name, **fields}
+        self.events.append(event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # a dashboard listener must never disturb the coordinator
+                log.exception("event listener failed")
+
+    def public_stats(self) -> dict[str, Any]:
+        return stats_snapshot(self)
+
+    def summary_lines(self) -> list[str]:
+        fees = self.store.balance(ledger.FEES_ACCOUNT)
+        compute = self.store.balance(ledger.COMPUTE_ACCOUNT)
+        revenue = -sum(v for a, v in self.store.balances("gamer:").items())
+        return [
+            f"Network: {len(self.peers)} peer(s), {len(self.gamers)} gamer(s), {self.counters.completed} tasks completed"
+            f" ({self.counters.cache_hits} from cache, {self.counters.fallbacks} cloud fallback, "
+            f"{self.scheduler.queue_depth} queued)",
+            f"Revenue: {money(revenue, 6)} (coordinator fee: {money(fees, 6)}, coordinator compute: {money(compute, 6)})",
+        ]
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
+
+
+def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) -> dict[str, Any]:
+    """Counts for /api/stats and the dashboard. Gamer identities only when ``include_gamers`` (admin)."""
+    c = coordinator
+    store = c.store
+    now = time.time()
+    balances = store.balances()
+    peer_earned = {a.removeprefix("peer:"): v for a, v in balances.items() if a.startswith("peer:")}
+    charged = -sum(v for a, v in balances.items() if a.startswith("gamer:") and v < 0)
+    peers = []
+    for peer_id, link in sorted(c.peers.items()):
+        sched = c.scheduler.peers.get(peer_id)
+        peers.append({
+            "id": peer_id,
+            "name": link.session.name,
+            "connected": True,
+            "slots": link.slots,
+            "running": len(sched.running) if sched else 0,
+            "tasks_done": link.completed,
+            "earned_micro_usd": peer_earned.get(peer_id, 0),
+            "latency_ms": {k: round(v, 3) for k, v in (sched.latency_ms.items() if sched else ())},
+        })
+    stats: dict[str, Any] = {
+        "uptime_s": round(now - c.started_at, 3),
+        "peers": peers,
+        "gamers": {"connected": len(c.gamers)},
+        "tasks": {
+            "submitted": c.counters.submitted,
+            "queued": c.scheduler.queue_depth,
+            "in_flight": c.scheduler.in_flight,
+            "completed": c.counters.completed,
+            "failed": c.counters.failed,
+            "by_kind": dict(c.counters.by_kind_completed),
+            "by_source": dict(c.counters.by_source),
+        },
+        "cache": {"entries": store.cache_entries(now), "hits": c.counters.cache_hits, "misses": c.counters.cache_misses},
+        "cloud_fallback": c.counters.fallbacks,
+        "rerouted": c.counters.rerouted,
+        "invalid_results": c.counters.invalid_results,
+        "ledger": {
+            "charged_micro_usd": charged,
+            "paid_to_peers_micro_usd": sum(peer_earned.values()),
+            "fee_micro_usd": balances.get(ledger.FEES_ACCOUNT, 0),
+            "coordinator_compute_micro_usd": balances.get(ledger.COMPUTE_ACCOUNT, 0),
+            "balance_micro_usd": sum(balances.values()),
+            "balanced": sum(balances.values()) == 0,
+        },
+    }
+    if include_gamers:
+        stats["gamers"]["list"] = [{"id": g, "name": s.name} for g, s in sorted(c.gamers.items())]
+    return stats

@@ -1,0 +1,312 @@
+"""The coordinator's network edge: WebSocket handshake, per-connection sessions, heartbeats, shutdown.
+
+Each connection must open with ``Hello``. A bad hello is answered with an ``Error`` and a close code that
+says why (see ``protocol.CLOSE_*``). After it, every frame is decoded and validated; a bad frame gets an
+``Error`` naming the problem and the connection keeps going. Messages are handed to the ``Coordinator``.
+Outgoing frames go through a per-session queue drained by one writer task, so the coordinator can send
+from synchronous code without waiting on slow clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from p2c2r import protocol as p
+from p2c2r.cloud.coordinator import Coordinator
+from p2c2r.cloud.http import HttpRoutes
+from p2c2r.cloud.store import Store
+from p2c2r.console import Console
+from p2c2r.errors import RemoteProtocolError
+from p2c2r.network_config import (
+    DEFAULT_DB_PATH,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    HANDSHAKE_TIMEOUT_S,
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_MISSES_ALLOWED,
+    MAX_MESSAGE_BYTES,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_INTERVAL_S = 10.0
+
+
+@dataclass
+class ServerSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db_path: str = DEFAULT_DB_PATH
+    # Timeouts
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    heartbeat_misses_allowed: int = HEARTBEAT_MISSES_ALLOWED
+    # Limits
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    fallback_workers: int = 1
+    # Transport
+    certfile: str | None = None
+    keyfile: str | None = None
+    synchronous: str = "NORMAL"
+
+
+class WsSession:
+    """One authenticated connection: its id, its label, and a non-blocking ``send``."""
+
+    def __init__(self, ws: ServerConnection, client_id: str, name: str, role: str) -> None:
+        self.ws = ws
+        self.client_id = client_id
+        self.name = name
+        self.role = role
+        remote = ws.remote_address
+        self.address = str(remote[0]) if remote else "?"
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self.closed = False
+
+    def send(self, message: msgspec.Struct) -> None:
+        if not self.closed:
+            self._outbox.put_nowait(p.encode(message))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                frame = await self._outbox.get()
+                if frame is None:
+                    return
+                await self.ws.send(frame)
+        except websockets.ConnectionClosed:
+            self.closed = True
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = True
+        self._outbox.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer, 2.0)
+        await self.ws.close(code, reason[:120])
+
+
+class CoordinatorServer:
+    def __init__(self, settings: ServerSettings, *, console: Console | None = None) -> None:
+        self.settings = settings
+        self.console = console or Console()
+        self.store = Store(settings.db_path, synchronous=settings.synchronous)
+        self.coordinator = Coordinator(self.store, console=self.console, fallback_workers=settings.fallback_workers)
+        self._server: Server | None = None
+        self._sessions: dict[str, WsSession] = {}
+        self._monitor: asyncio.Task[None] | None = None
+        self._summary: asyncio.Task[None] | None = None
+        self.http = HttpRoutes(self.coordinator)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.settings.certfile:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.settings.certfile, self.settings.keyfile)
+        return ctx
+
+    async def start(self) -> None:
+        self.store.open()
+        await self.coordinator.start()
+        self._server = await serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            # websockets closes with 1009 above its own cap; between the protocol limit and this cap a
+            # message gets a readable Error instead, and the connection survives.
+            max_size=2 * self.settings.max_message_bytes,
+            process_request=self.http,
+            ping_interval=max(self.settings.heartbeat_interval_s * 5, 5.0),
+            ping_timeout=max(self.settings.heartbeat_interval_s * 10, 10.0),
+            compression=None,
+            ssl=self.ssl_context(),
+            server_header="p2c2r",
+        )
+        self._monitor = asyncio.get_running_loop().create_task(self._monitor_heartbeats())
+        self._summary = asyncio.get_running_loop().create_task(self._print_summaries())
+        scheme = "wss" if self.settings.certfile else "ws"
+        self.console.banner("☁️  P2C2R CLOUD COORDINATOR")
+        self.console.line(f"🌐 Server started on {self.settings.host}:{self.port} ({scheme}://, http:// on the same port)")
+        self.console.line(f"💾 Database: {self.settings.db_path} (storing all computations)")
+        self.console.line("")
+
+    async def stop(self) -> None:
+        for task in (self._monitor, self._summary):
+            if task is not None:
+                task.cancel()
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            for session in list(self._sessions.values()):
+                await session.close(p.CLOSE_SHUTTING_DOWN, "coordinator shutting down")
+            await self._server.wait_closed()
+        await self.coordinator.stop()
+        self.console.line("")
+        for line in self.coordinator.summary_lines():
+            self.console.line(line)
+        self.store.close()
+
+    # Connections ------------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        hello = await self._read_hello(ws)
+        if hello is None:
+            return
+        client_id = self._identify(hello)
+        previous = self._sessions.get(client_id)
+        if previous is not None:  # the same client reconnected before we noticed it left
+            await self._drop(previous, "replaced by a new connection")
+        session = WsSession(ws, client_id, hello.name, hello.role)
+        self._sessions[client_id] = session
+        session.send(p.Welcome(client_id, p.PROTOCOL_VERSION, self.settings.heartbeat_interval_s,
+                               self.settings.max_message_bytes))
+        try:
+            if hello.role == "peer":
+                await self.store.upsert_peer(client_id, hello.name)
+                self.coordinator.peer_joined(session, slots=hello.slots, kinds=hello.kinds)
+            else:
+                await self.store.upsert_gamer(client_id, hello.name)
+                self.coordinator.gamer_joined(session)
+            await self._serve(session)
+        finally:
+            if self._sessions.get(client_id) is session:
+                del self._sessions[client_id]
+            if hello.role == "peer":
+                self.coordinator.peer_left(session)
+            else:
+                self.coordinator.gamer_left(session)
+            session.closed = True
+            session._outbox.put_nowait(None)
+
+    async def _read_hello(self, ws: ServerConnection) -> p.Hello | None:
+        try:
+            frame = await asyncio.wait_for(ws.recv(), self.settings.handshake_timeout_s)
+        except TimeoutError:
+            await ws.close(p.CLOSE_HANDSHAKE_TIMEOUT, f"no hello within {self.settings.handshake_timeout_s:g} s")
+            return None
+        except websockets.ConnectionClosed:
+            return None
+        try:
+            msg = p.decode_from_client(frame, max_bytes=self.settings.max_message_bytes)
+        except RemoteProtocolError as exc:
+            await self._refuse(ws, p.CLOSE_BAD_HANDSHAKE, exc.code, f"bad hello: {exc}")
+            return None
+        if not isinstance(msg, p.Hello):
+            await self._refuse(ws, p.CLOSE_BAD_HANDSHAKE, p.E_UNEXPECTED, f"expected hello first, got {type(msg).__name__}")
+            return None
+        if msg.protocol != p.PROTOCOL_VERSION:
+            await self._refuse(ws, p.CLOSE_UNSUPPORTED_VERSION, "unsupported_version",
+                               f"protocol version {msg.protocol} is not supported; this coordinator speaks {p.PROTOCOL_VERSION}")
+            return None
+        if msg.role not in ("peer", "gamer"):
+            await self._refuse(ws, p.CLOSE_UNKNOWN_ROLE, "unknown_role", f"unknown role {msg.role!r}: use 'peer' or 'gamer'")
+            return None
+        if msg.role == "peer" and msg.slots < 1:
+            await self._refuse(ws, p.CLOSE_BAD_HANDSHAKE, p.E_BAD_MESSAGE, "a peer must offer at least one slot")
+            return None
+        return msg
+
+    async def _refuse(self, ws: ServerConnection, close_code: int, code: str, message: str) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(p.encode(p.Error(code, message[:2000])))
+            await ws.close(close_code, message[:120])
+
+    def _identify(self, hello: p.Hello) -> str:
+        if hello.resume_id and hello.resume_id.startswith(f"{hello.role}_"):
+            return hello.resume_id
+        return f"{hello.role}_{secrets.token_hex(6)}"
+
+    async def _serve(self, session: WsSession) -> None:
+        coordinator = self.coordinator
+        is_peer = session.role == "peer"
+        async for frame in session.ws:
+            try:
+                msg = p.decode_from_client(frame, max_bytes=self.settings.max_message_bytes)
+            except RemoteProtocolError as exc:
+                coordinator.counters.bad_messages += 1
+                session.send(p.Error(exc.code, str(exc)[:2000]))
+                continue
+            if is_peer:
+                if isinstance(msg, p.PeerResult):
+                    coordinator.peer_heartbeat(session)
+                    coordinator.peer_result(session, msg)
+                elif isinstance(msg, p.Heartbeat):
+                    coordinator.peer_heartbeat(session)
+                elif isinstance(msg, p.PeerError):
+                    coordinator.peer_heartbeat(session)
+                    coordinator.peer_error(session, msg)
+                elif isinstance(msg, p.StatsRequest):
+                    session.send(p.Stats(coordinator.public_stats()))
+                else:
+                    self._unexpected(session, msg)
+            elif isinstance(msg, p.Submit):
+                coordinator._spawn(coordinator.submit(session, msg))
+            elif isinstance(msg, p.Fetch):
+                coordinator.fetch(session, msg)
+            elif isinstance(msg, p.StatsRequest):
+                session.send(p.Stats(coordinator.public_stats()))
+            elif isinstance(msg, p.Heartbeat):
+                pass
+            else:
+                self._unexpected(session, msg)
+
+    def _unexpected(self, session: WsSession, msg: Any) -> None:
+        self.coordinator.counters.bad_messages += 1
+        session.send(p.Error(p.E_UNEXPECTED, f"a {session.role} may not send {type(msg).__name__} messages"))
+
+    async def _drop(self, session: WsSession, reason: str, code: int = 1000) -> None:
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        if session.role == "peer":
+            self.coordinator.peer_left(session, reason)
+        else:
+            self.coordinator.gamer_left(session)
+        await session.close(code, reason)
+
+    async def _monitor_heartbeats(self) -> None:
+        silence = self.settings.heartbeat_interval_s * self.settings.heartbeat_misses_allowed
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s / 2)
+            for session in self.coordinator.silent_peers(silence):
+                assert isinstance(session, WsSession)
+                await self._drop(session, f"silent for {silence:g} s", p.CLOSE_IDLE)
+
+    async def _print_summaries(self) -> None:
+        last: tuple[int, int, int] | None = None
+        while True:
+            await asyncio.sleep(SUMMARY_INTERVAL_S)
+            c = self.coordinator
+            now = (c.counters.completed, len(c.peers), len(c.gamers))
+            if now != last:
+                last = now
+                self.console.line("")
+                for line in c.summary_lines():
+                    self.console.line(line)
+
+
+async def run_coordinator(settings: ServerSettings, *, console: Console | None = None) -> None:
+    server = CoordinatorServer(settings, console=console)
+    await server.start()
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    try:
+        await stop
+    finally:
+        await server.stop()

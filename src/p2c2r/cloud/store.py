@@ -1,0 +1,487 @@
+"""SQLite persistence: tasks, attempts, cached results, peers, gamers, trust and the ledger.
+
+One writer thread owns the write connection. Callers hand it small write jobs; it runs every job that is
+waiting in one transaction (each under its own SAVEPOINT, so that one failing job does not undo the
+others) and commits once: group commit, so that storage does not cap throughput. ``await`` on a job
+returns only after its commit, which is how the coordinator acknowledges a task only once it is durable.
+
+WAL mode with ``synchronous=NORMAL`` survives a crash of the coordinator process (SIGKILL included);
+``synchronous=FULL`` also survives power loss, at the cost of an fsync per commit.
+
+Reads are point lookups on a second connection in the caller's thread (WAL lets readers run beside the
+writer). sqlite3 errors are translated into ``StoreError`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2c2r.cloud.ledger import Posting
+from p2c2r.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# Most jobs a single transaction takes; bounds the latency one commit adds to the first job in it.
+MAX_JOBS_PER_COMMIT = 2048
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    gamer_id TEXT NOT NULL,
+    client_task_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    input BLOB NOT NULL,
+    cache_key TEXT NOT NULL,
+    price_micro_usd INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    submitted_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    source TEXT,
+    latency_ms REAL,
+    cost_micro_usd INTEGER,
+    error_code TEXT,
+    error_message TEXT,
+    finished_at REAL,
+    UNIQUE (gamer_id, client_task_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(state) WHERE state NOT IN ('completed', 'failed');
+CREATE TABLE IF NOT EXISTS attempts (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_task ON attempts(task_id);
+CREATE TABLE IF NOT EXISTS results (
+    cache_key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    version TEXT NOT NULL,
+    output BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS results_expiry ON results(expires_at);
+CREATE TABLE IF NOT EXISTS peers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    public_key BLOB,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    tasks_done INTEGER NOT NULL DEFAULT 0,
+    tasks_invalid INTEGER NOT NULL DEFAULT 0,
+    banned INTEGER NOT NULL DEFAULT 0,
+    ban_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS gamers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    public_key BLOB,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trust (
+    peer_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    total_valid INTEGER NOT NULL DEFAULT 0,
+    total_invalid INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer_id, kind)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    posting_key TEXT NOT NULL,
+    task_id TEXT,
+    account TEXT NOT NULL,
+    amount_micro_usd INTEGER NOT NULL,
+    memo TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+-- A posting is applied at most once: a task is never billed twice.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_posting ON ledger(posting_key, account);
+CREATE INDEX IF NOT EXISTS ledger_account ON ledger(account);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    id: str
+    gamer_id: str
+    client_task_id: str
+    kind: str
+    input: bytes
+    cache_key: str
+    price_micro_usd: int
+    deadline_ms: int
+    submitted_at: float
+    state: str
+    source: str | None = None
+    latency_ms: float | None = None
+    cost_micro_usd: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    finished_at: float | None = None
+
+
+_TASK_COLUMNS = ", ".join(TaskRow.__slots__)  # type: ignore[attr-defined]
+
+WriteJob = Callable[[sqlite3.Connection], Any]
+
+
+class _Writer(threading.Thread):
+    def __init__(self, path: str, synchronous: str) -> None:
+        super().__init__(name="p2c2r-store-writer", daemon=True)
+        self._path = path
+        self._synchronous = synchronous
+        self.jobs: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
+            queue.SimpleQueue()
+        )
+        self.ready = threading.Event()
+        self.open_error: BaseException | None = None
+        self.commits = 0
+        self.jobs_done = 0
+
+    def run(self) -> None:
+        try:
+            conn = _connect(self._path, self._synchronous)
+            conn.executescript(SCHEMA)
+        except BaseException as exc:  # reported to open()
+            self.open_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while True:
+                first = self.jobs.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < MAX_JOBS_PER_COMMIT:
+                    try:
+                        item = self.jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self.jobs.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(item)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, fut, loop in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO job")
+                    outcomes.append((fut, loop, False, exc))
+                else:
+                    outcomes.append((fut, loop, True, value))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.jobs_done += len(batch)
+        except sqlite3.Error as exc:
+            log.error("store commit failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            outcomes = [(fut, loop, False, exc) for _, fut, loop in batch]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for fut, loop, ok, value in outcomes:
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(StoreError(f"database write failed: {value}"))
+            fut.exception()  # a job nobody awaits must not warn "exception never retrieved"
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Store:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.path = str(path)
+        self._writer = _Writer(self.path, synchronous)
+        self._reader: sqlite3.Connection | None = None
+
+    # Lifecycle --------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._writer.start()
+        self._writer.ready.wait()
+        if self._writer.open_error is not None:
+            raise StoreError(f"cannot open database {self.path}: {self._writer.open_error}") from self._writer.open_error
+        try:
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._reader.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._writer.is_alive():
+            self._writer.jobs.put(None)
+            self._writer.join(timeout=30)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    # Writing ----------------------------------------------------------------------------------------
+
+    def write(self, job: WriteJob) -> asyncio.Future[Any]:
+        """Queue a job for the writer; the future resolves once its transaction has committed."""
+        if not self._writer.is_alive():
+            raise StoreError("the database writer is not running")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._writer.jobs.put((job, fut, loop))
+        return fut
+
+    def add_task(self, row: TaskRow) -> asyncio.Future[Any]:
+        values = tuple(getattr(row, c) for c in TaskRow.__slots__)  # type: ignore[attr-defined]
+        placeholders = ", ".join("?" * len(values))
+        sql = f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({placeholders})"
+        return self.write(lambda conn: conn.execute(sql, values))
+
+    def record_attempt(self, attempt_id: str, task_id: str, peer_id: str, started_at: float) -> asyncio.Future[Any]:
+        return self.write(
+            lambda conn: conn.execute(
+                "INSERT OR IGNORE INTO attempts (id, task_id, peer_id, started_at) VALUES (?, ?, ?, ?)",
+                (attempt_id, task_id, peer_id, started_at),
+            )
+        )
+
+    def finish_attempt(self, attempt_id: str, outcome: str, detail: str = "") -> asyncio.Future[Any]:
+        now = time.time()
+        return self.write(
+            lambda conn: conn.execute(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?",
+                (now, outcome, detail[:500], attempt_id),
+            )
+        )
+
+    def set_task_state(self, task_id: str, state: str) -> asyncio.Future[Any]:
+        return self.write(lambda conn: conn.execute("UPDATE tasks SET state = ? WHERE id = ?", (state, task_id)))
+
+    def complete_task(
+        self,
+        *,
+        task_id: str,
+        source: str,
+        latency_ms: float,
+        cost_micro_usd: int,
+        cache_key: str,
+        kind: str,
+        version: str,
+        output: bytes,
+        cache_ttl_s: float,
+        posting: Posting | None,
+        peer_id: str | None = None,
+    ) -> asyncio.Future[Any]:
+        """Result cached, task completed and billed: one job, so all of it commits or none."""
+        now = time.time()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO results (cache_key, kind, version, output, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(cache_key) DO UPDATE SET output = excluded.output, created_at = excluded.created_at, "
+                "expires_at = excluded.expires_at",
+                (cache_key, kind, version, output, now, now + cache_ttl_s),
+            )
+            cur = conn.execute(
+                "UPDATE tasks SET state = 'completed', source = ?, latency_ms = ?, cost_micro_usd = ?, finished_at = ? "
+                "WHERE id = ? AND state NOT IN ('completed', 'failed')",
+                (source, latency_ms, cost_micro_usd, now, task_id),
+            )
+            if cur.rowcount != 1:
+                raise sqlite3.IntegrityError(f"task {task_id} is already finished")
+            if posting is not None:
+                _insert_posting(conn, posting, now)
+            if peer_id is not None:
+                conn.execute("UPDATE peers SET tasks_done = tasks_done + 1 WHERE id = ?", (peer_id,))
+
+        return self.write(job)
+
+    def fail_task(self, task_id: str, code: str, message: str) -> asyncio.Future[Any]:
+        now = time.time()
+        return self.write(
+            lambda conn: conn.execute(
+                "UPDATE tasks SET state = 'failed', error_code = ?, error_message = ?, finished_at = ? "
+                "WHERE id = ? AND state NOT IN ('completed', 'failed')",
+                (code, message[:2000], now, task_id),
+            )
+        )
+
+    def post(self, posting: Posting) -> asyncio.Future[Any]:
+        now = time.time()
+        return self.write(lambda conn: _insert_posting(conn, posting, now))
+
+    def touch_cache_hit(self, cache_key: str) -> asyncio.Future[Any]:
+        return self.write(lambda conn: conn.execute("UPDATE results SET hits = hits + 1 WHERE cache_key = ?", (cache_key,)))
+
+    def upsert_peer(self, peer_id: str, name: str, public_key: bytes | None = None) -> asyncio.Future[Any]:
+        now = time.time()
+        return self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO peers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+                (peer_id, name, public_key, now, now),
+            )
+        )
+
+    def upsert_gamer(self, gamer_id: str, name: str, public_key: bytes | None = None) -> asyncio.Future[Any]:
+        now = time.time()
+        return self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO gamers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+                (gamer_id, name, public_key, now, now),
+            )
+        )
+
+    def save_trust(self, peer_id: str, kind: str, consecutive: int, valid: int, invalid: int) -> asyncio.Future[Any]:
+        return self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO trust (peer_id, kind, consecutive_valid, total_valid, total_invalid) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(peer_id, kind) DO UPDATE SET consecutive_valid = excluded.consecutive_valid, "
+                "total_valid = excluded.total_valid, total_invalid = excluded.total_invalid",
+                (peer_id, kind, consecutive, valid, invalid),
+            )
+        )
+
+    def ban_peer(self, peer_id: str, reason: str) -> asyncio.Future[Any]:
+        return self.write(
+            lambda conn: conn.execute("UPDATE peers SET banned = 1, ban_reason = ? WHERE id = ?", (reason[:2000], peer_id))
+        )
+
+    def note_invalid(self, peer_id: str) -> asyncio.Future[Any]:
+        return self.write(
+            lambda conn: conn.execute("UPDATE peers SET tasks_invalid = tasks_invalid + 1 WHERE id = ?", (peer_id,))
+        )
+
+    def purge_expired(self, now: float) -> asyncio.Future[Any]:
+        return self.write(lambda conn: conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,)).rowcount)
+
+    # Reading ----------------------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._reader is None:
+            raise StoreError("the database is not open")
+        try:
+            return self._reader.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def cached_output(self, cache_key: str, now: float) -> bytes | None:
+        rows = self._read("SELECT output FROM results WHERE cache_key = ? AND expires_at > ?", (cache_key, now))
+        return rows[0][0] if rows else None
+
+    def task_by_client_id(self, gamer_id: str, client_task_id: str) -> TaskRow | None:
+        rows = self._read(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE gamer_id = ? AND client_task_id = ?", (gamer_id, client_task_id)
+        )
+        return TaskRow(*rows[0]) if rows else None
+
+    def task(self, task_id: str) -> TaskRow | None:
+        rows = self._read(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return TaskRow(*rows[0]) if rows else None
+
+    def unfinished_tasks(self) -> list[TaskRow]:
+        rows = self._read(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state NOT IN ('completed', 'failed') ORDER BY submitted_at"
+        )
+        return [TaskRow(*r) for r in rows]
+
+    def peer_record(self, peer_id: str) -> tuple[str, int, str | None] | None:
+        rows = self._read("SELECT name, banned, ban_reason FROM peers WHERE id = ?", (peer_id,))
+        return rows[0] if rows else None
+
+    def trust_rows(self, peer_id: str | None = None) -> list[tuple[str, str, int, int, int]]:
+        if peer_id is None:
+            return self._read("SELECT peer_id, kind, consecutive_valid, total_valid, total_invalid FROM trust")
+        return self._read(
+            "SELECT peer_id, kind, consecutive_valid, total_valid, total_invalid FROM trust WHERE peer_id = ?", (peer_id,)
+        )
+
+    def balance(self, account: str) -> int:
+        rows = self._read("SELECT COALESCE(SUM(amount_micro_usd), 0) FROM ledger WHERE account = ?", (account,))
+        return int(rows[0][0])
+
+    def balances(self, prefix: str = "") -> dict[str, int]:
+        rows = self._read(
+            "SELECT account, SUM(amount_micro_usd) FROM ledger WHERE account LIKE ? GROUP BY account", (prefix + "%",)
+        )
+        return {a: int(s) for a, s in rows}
+
+    def ledger_total(self) -> int:
+        return int(self._read("SELECT COALESCE(SUM(amount_micro_usd), 0) FROM ledger")[0][0])
+
+    def task_counts(self) -> dict[str, int]:
+        return {state: n for state, n in self._read("SELECT state, COUNT(*) FROM tasks GROUP BY state")}
+
+    def cache_entries(self, now: float) -> int:
+        return int(self._read("SELECT COUNT(*) FROM results WHERE expires_at > ?", (now,))[0][0])
+
+    def meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> asyncio.Future[Any]:
+        return self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    def is_writable(self) -> bool:
+        return self._writer.is_alive()
+
+
+def _insert_posting(conn: sqlite3.Connection, posting: Posting, now: float) -> None:
+    conn.executemany(
+        "INSERT INTO ledger (posting_key, task_id, account, amount_micro_usd, memo, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(posting.key, posting.task_id, e.account, e.amount_micro_usd, e.memo, now) for e in posting.entries],
+    )

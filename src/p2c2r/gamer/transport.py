@@ -1,0 +1,52 @@
+"""The seam between the gamer client and the network (as httpx's transports).
+
+``WebSocketTransport`` is the real one. Tests of game logic may hand the client any object with the same
+``connect`` coroutine, returning something with ``send``, ``recv`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from p2c2r.network_config import MAX_MESSAGE_BYTES
+
+
+class Connection(Protocol):
+    async def send(self, frame: bytes) -> None: ...
+    async def recv(self) -> bytes: ...
+    async def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def connect(self, url: str) -> Connection: ...
+
+
+class _WsConnection:
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+
+    async def send(self, frame: bytes) -> None:
+        await self._ws.send(frame)
+
+    async def recv(self) -> bytes:
+        frame = await self._ws.recv()
+        return frame if isinstance(frame, bytes) else frame.encode()
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+class WebSocketTransport:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 open_timeout_s: float = 10.0) -> None:
+        self._ssl = ssl_context
+        self._max_size = 2 * max_message_bytes
+        self._open_timeout_s = open_timeout_s
+
+    async def connect(self, url: str) -> Connection:
+        ws = await connect(url, ssl=self._ssl, max_size=self._max_size, open_timeout=self._open_timeout_s,
+                           compression=None)
+        return _WsConnection(ws)

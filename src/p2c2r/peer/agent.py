@@ -1,0 +1,243 @@
+"""A volunteer's peer: connects to the coordinator, runs assigned tasks in sandboxed workers, earns money.
+
+The connection loop reconnects with capped exponential backoff (with jitter, so that a coordinator restart
+is not met by every peer at the same instant) whenever the coordinator is away. Kernels run in worker
+processes (``p2c2r.workers``), so the event loop stays free for heartbeats during long tasks. The peer
+learns only what a task needs: attempt id, kind, input and deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from p2c2r import protocol as p
+from p2c2r.console import Console, money
+from p2c2r.endpoints import client_ssl_context
+from p2c2r.errors import HandshakeError, RemoteProtocolError
+from p2c2r.network_config import (
+    COORDINATOR_FEE_BPS,
+    MAX_MESSAGE_BYTES,
+    RECONNECT_BACKOFF_INITIAL_S,
+    RECONNECT_BACKOFF_MAX_S,
+)
+from p2c2r.tasks import registry
+from p2c2r.workers import JobOutcome, WorkerPool
+
+log = logging.getLogger(__name__)
+
+# Close codes after which reconnecting cannot help.
+PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED}
+# Extra time a worker gets past the task's deadline before it is killed as stuck.
+WORKER_GRACE_S = 2.0
+
+OutputTamperer = Callable[[str, Any, bytes], bytes]
+
+
+@dataclass
+class PeerSettings:
+    url: str
+    name: str
+    slots: int = 2
+    cafile: str | None = None
+    # Timeouts
+    backoff_initial_s: float = RECONNECT_BACKOFF_INITIAL_S
+    backoff_max_s: float = RECONNECT_BACKOFF_MAX_S
+    # Limits
+    memory_limit_bytes: int | None = 4 * 1024**3
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    # A demonstration and test aid (``--cheat``): rewrites outputs before they are sent.
+    tamper: OutputTamperer | None = None
+    # Connection establishment hook for tests (proxies, namespaces); None = websockets' connect.
+    extra_connect_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class PeerAgent:
+    def __init__(self, settings: PeerSettings, *, console: Console | None = None) -> None:
+        self.settings = settings
+        self.console = console or Console()
+        self.pool = WorkerPool(settings.slots, memory_limit_bytes=settings.memory_limit_bytes)
+        self.peer_id: str | None = None
+        self.earned_micro_usd = 0
+        self.completed = 0
+        self.failed = 0
+        self.started = time.monotonic()
+        self._stopping = asyncio.Event()
+        self._cancelled: set[str] = set()
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        self.console.banner("💻 P2C2R PEER NODE")
+        await self.pool.start()
+        backoff = self.settings.backoff_initial_s
+        try:
+            while not self._stopping.is_set():
+                self.console.line(f"🔌 Connecting to cloud at {self.settings.url.split('://', 1)[-1]}...")
+                try:
+                    async with connect(
+                        self.settings.url,
+                        max_size=2 * self.settings.max_message_bytes,
+                        ssl=client_ssl_context(self.settings.url, self.settings.cafile),
+                        open_timeout=10,
+                        compression=None,
+                        **self.settings.extra_connect_kwargs,
+                    ) as ws:
+                        await self._handshake(ws)
+                        backoff = self.settings.backoff_initial_s
+                        await self._session(ws)
+                        if ws.close_code in PERMANENT_CLOSE_CODES:
+                            raise HandshakeError(ws.close_reason or "refused", close_code=ws.close_code)
+                except HandshakeError as exc:
+                    if exc.close_code in PERMANENT_CLOSE_CODES:
+                        self.console.line(f"⛔ The coordinator refused this peer: {exc.message}")
+                        raise
+                    self.console.line(f"⚠️  Handshake failed: {exc.message}")
+                except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                    log.info("connection failed: %r", exc)
+                finally:
+                    self.connected.clear()
+                    self._abandon_jobs()
+                if self._stopping.is_set():
+                    break
+                delay = backoff * random.uniform(0.5, 1.0)
+                self.console.line(f"🔁 Cloud unreachable; retrying in {delay:.1f}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+        finally:
+            await self.pool.close()
+            self.console.line("")
+            self.console.line(self.total_line())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def total_line(self) -> str:
+        uptime_s = time.monotonic() - self.started
+        rate = self.earned_micro_usd / (uptime_s / 3600.0) if uptime_s > 0 else 0
+        return (
+            f"Total earned: {money(self.earned_micro_usd, 6)} ({uptime_s / 60:.0f} minutes uptime, "
+            f"{self.completed} tasks, {money(int(rate), 4)}/hour)"
+        )
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(p.encode(p.Hello(
+            role="peer", protocol=p.PROTOCOL_VERSION, name=self.settings.name, resume_id=self.peer_id,
+            slots=self.settings.slots, kinds=sorted(registry()), device=_device(),
+        )))
+        try:
+            reply = p.decode_from_server(await asyncio.wait_for(ws.recv(), 10.0))
+        except websockets.ConnectionClosed as exc:
+            raise HandshakeError(exc.rcvd.reason if exc.rcvd else "connection closed",
+                                 close_code=exc.rcvd.code if exc.rcvd else 1006) from exc
+        if isinstance(reply, p.Error):
+            with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), 5.0)
+            raise HandshakeError(reply.message, close_code=ws.close_code or p.CLOSE_BAD_HANDSHAKE, code=reply.code)
+        if not isinstance(reply, p.Welcome):
+            raise HandshakeError(f"expected welcome, got {type(reply).__name__}", close_code=p.CLOSE_BAD_HANDSHAKE)
+        self.peer_id = reply.client_id
+        self.connected.set()
+        share = (10_000 - COORDINATOR_FEE_BPS) / 100
+        self.console.line("✅ Connected! Ready to contribute compute.")
+        self.console.line(f"💰 Earning {share:.0f}% of every task's price ({self.settings.slots} slot(s), id {self.peer_id})")
+        self.console.line("")
+        self._heartbeat_interval_s = reply.heartbeat_interval_s
+
+    async def _session(self, ws: ClientConnection) -> None:
+        heart = asyncio.get_running_loop().create_task(self._heartbeats(ws))
+        stopper = asyncio.get_running_loop().create_task(self._stopping.wait())
+        try:
+            while True:
+                recv = asyncio.ensure_future(ws.recv())
+                done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    recv.cancel()
+                    await ws.close(1000, "peer stopping")
+                    return
+                try:
+                    frame = recv.result()
+                except websockets.ConnectionClosed:
+                    return
+                try:
+                    msg = p.decode_from_server(frame, max_bytes=self.settings.max_message_bytes)
+                except RemoteProtocolError as exc:
+                    log.warning("bad message from coordinator: %s", exc)
+                    continue
+                self._on_message(ws, msg)
+        finally:
+            heart.cancel()
+            stopper.cancel()
+
+    def _on_message(self, ws: ClientConnection, msg: Any) -> None:
+        if isinstance(msg, p.Assign):
+            self.console.task_line(f"⚡ Received task: {msg.kind}")
+            self._jobs[msg.attempt_id] = asyncio.get_running_loop().create_task(self._run_job(ws, msg))
+        elif isinstance(msg, p.Cancel):
+            self._cancelled.add(msg.attempt_id)
+        elif isinstance(msg, p.Earned):
+            self.earned_micro_usd = msg.total_micro_usd
+            self.console.task_line(f"   💰 Earned: {money(msg.micro_usd)}")
+        elif isinstance(msg, p.Error):
+            log.warning("coordinator error: %s: %s", msg.code, msg.message)
+
+    async def _run_job(self, ws: ClientConnection, msg: p.Assign) -> None:
+        try:
+            input_bytes = msgspec.msgpack.encode(msg.input)
+            timeout_s = msg.deadline_ms / 1000.0 + WORKER_GRACE_S
+            outcome: JobOutcome = await self.pool.run(msg.kind, input_bytes, timeout_s=timeout_s)
+            if msg.attempt_id in self._cancelled:
+                self._cancelled.discard(msg.attempt_id)
+                return
+            if outcome.ok:
+                output = outcome.output
+                if self.settings.tamper is not None:
+                    output = self.settings.tamper(msg.kind, msg.input, output)
+                reply: msgspec.Struct = p.PeerResult(msg.attempt_id, msgspec.Raw(output), round(outcome.compute_ms, 3))
+                self.completed += 1
+                self.console.task_line(f"   ✅ Completed {msg.kind} in {outcome.compute_ms:.0f}ms")
+            else:
+                reply = p.PeerError(msg.attempt_id, outcome.code, outcome.message[:2000])
+                self.failed += 1
+                self.console.task_line(f"   ❌ {msg.kind} failed: {outcome.message}")
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(p.encode(reply))
+        finally:
+            self._jobs.pop(msg.attempt_id, None)
+
+    def _abandon_jobs(self) -> None:
+        # The coordinator re-routes whatever this connection held; results for it can no longer be sent.
+        for job in self._jobs.values():
+            job.cancel()
+        self._jobs.clear()
+        self._cancelled.clear()
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await ws.send(p.encode(p.Heartbeat(running=self.pool.busy)))
+                await asyncio.sleep(self._heartbeat_interval_s)
+
+
+def _device() -> str:
+    # A CUDA device advertised only when CuPy can actually use one.
+    if os.environ.get("P2C2R_DISABLE_GPU"):
+        return "cpu"
+    try:
+        import cupy  # type: ignore[import-not-found]
+
+        return "gpu" if cupy.cuda.runtime.getDeviceCount() > 0 else "cpu"
+    except Exception:
+        return "cpu"

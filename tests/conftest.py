@@ -1,0 +1,36 @@
+"""Shared fixtures: real coordinator and peer processes on ephemeral 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.procs import CloudProcess, PeerProcess, ProcessSet
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.fixture
+def procs(tmp_path) -> Iterator[ProcessSet]:
+    """Starts processes for one test and stops every one of them afterwards, whatever happened."""
+    ps = ProcessSet(tmp_path)
+    try:
+        yield ps
+    finally:
+        ps.stop_all()
+
+
+@pytest.fixture(scope="module")
+def shared_network(tmp_path_factory) -> Iterator[tuple[CloudProcess, list[PeerProcess]]]:
+    """One coordinator and two peers shared by the tests of a module that do not disturb them."""
+    ps = ProcessSet(tmp_path_factory.mktemp("net"))
+    try:
+        cloud = ps.cloud()
+        peers = [ps.peer(cloud, name=f"peer_shared_{i}", slots=1) for i in (1, 2)]
+        cloud.wait_for_peers(2)
+        yield cloud, peers
+    finally:
+        ps.stop_all()

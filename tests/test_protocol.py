@@ -1,0 +1,69 @@
+import msgspec
+import pytest
+
+from p2c2r import protocol as p
+from p2c2r.errors import RemoteProtocolError
+
+
+def test_every_message_round_trips():
+    messages = [
+        p.Hello(role="peer", protocol=1, name="n", slots=2, kinds=["physics"]),
+        p.Welcome("peer_1", 1, 1.0, 100),
+        p.Submit("t1", "physics", {"a": [1, 2.5, b"x"]}, deadline_ms=200),
+        p.Ack("t1"),
+        p.Result("t1", "physics", {"x": 1}, "peer", 3.5, 10),
+        p.Assign("a1", "physics", {"x": 1}, 100),
+        p.Cancel("a1"),
+        p.PeerResult("a1", {"y": 2}, 1.5),
+        p.PeerError("a1", "timeout", "slow"),
+        p.Earned("a1", 9, 90),
+        p.Error("bad_message", "nope", task_id="t1"),
+        p.Heartbeat(running=1),
+        p.Fetch("t1"),
+        p.StatsRequest(),
+    ]
+    for msg in messages:
+        frame = p.encode(msg)
+        decode = p.decode_from_server if isinstance(msg, p.ServerMessage.__args__) else p.decode_from_client
+        assert decode(frame) == msg
+
+
+def test_raw_payloads_are_embedded_verbatim():
+    inner = msgspec.msgpack.encode({"k": [1, 2, 3]})
+    frame = p.encode(p.PeerResult("a1", msgspec.Raw(inner), 1.0))
+    assert p.decode_from_client(frame).output == {"k": [1, 2, 3]}
+
+
+@pytest.mark.parametrize(
+    "frame, needle",
+    [
+        (b"\xc1", "malformed"),
+        (msgspec.msgpack.encode({"type": "nope"}), "type"),
+        (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k"}), "input"),
+        (msgspec.msgpack.encode({"type": "submit", "task_id": "bad id!", "kind": "k", "input": 1}), "task_id"),
+        (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k", "input": 1, "deadline_ms": -5}), "deadline_ms"),
+        (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k", "input": 1, "extra": 1}), "extra"),
+        (msgspec.msgpack.encode([1, 2, 3]), "Expected"),
+    ],
+)
+def test_bad_frames_raise_a_remote_error_that_names_the_problem(frame, needle):
+    with pytest.raises(RemoteProtocolError) as info:
+        p.decode_from_client(frame)
+    assert needle in str(info.value)
+
+
+def test_oversized_and_text_frames_are_refused():
+    with pytest.raises(RemoteProtocolError) as info:
+        p.decode_from_client(b"\x00" * 101, max_bytes=100)
+    assert info.value.code == p.E_TOO_LARGE and "101 bytes" in str(info.value)
+    with pytest.raises(RemoteProtocolError, match="text frames"):
+        p.decode_from_client('{"type": "hello"}')
+
+
+def test_server_messages_are_not_accepted_from_clients():
+    with pytest.raises(RemoteProtocolError):
+        p.decode_from_client(p.encode(p.Assign("a1", "physics", {}, 10)))
+
+
+def test_canonical_bytes_ignore_key_order():
+    assert p.canonical_bytes({"b": 1, "a": 2}) == p.canonical_bytes({"a": 2, "b": 1})
