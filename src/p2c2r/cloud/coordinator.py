@@ -144,6 +144,8 @@ class Coordinator:
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Set by the server from the database at start; guards admin-only views and endpoints.
+        self.admin_token: str | None = None
 
     def _new_attempt_id(self) -> str:
         self._attempt_seq += 1

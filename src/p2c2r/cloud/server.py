@@ -124,6 +124,7 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         self.store.open()
+        first_start = await self._ensure_admin_token()
         await self.coordinator.start()
         self._server = await serve(
             self._handle,
@@ -145,7 +146,20 @@ class CoordinatorServer:
         self.console.banner("☁️  P2C2R CLOUD COORDINATOR")
         self.console.line(f"🌐 Server started on {self.settings.host}:{self.port} ({scheme}://, http:// on the same port)")
         self.console.line(f"💾 Database: {self.settings.db_path} (storing all computations)")
+        if first_start:
+            self.console.line(f"🔑 Admin token (shown once; also in the database): {self.coordinator.admin_token}")
         self.console.line("")
+
+    async def _ensure_admin_token(self) -> bool:
+        """The admin token is made at the first start on a database and kept in it; True if made now."""
+        token = self.store.meta("admin_token")
+        if token is not None:
+            self.coordinator.admin_token = token
+            return False
+        token = secrets.token_urlsafe(24)
+        await self.store.set_meta("admin_token", token)
+        self.coordinator.admin_token = token
+        return True
 
     async def stop(self) -> None:
         for task in (self._monitor, self._summary):
