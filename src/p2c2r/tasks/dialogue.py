@@ -1,0 +1,697 @@
+"""Task kind ``ai_npc_dialogue``: the next line of an NPC in a space shooter, from a trigram model on the CPU.
+
+The gamer sends who speaks (``persona``), in which ``mood``, what just happened in the game (``events``,
+oldest first), what the player said (``player_words``), a ``seed`` and a word limit; the peer returns one
+line of dialogue.
+
+The model (id ``ngram-v1``) is a word trigram model trained by ``scripts/train_dialogue.py`` on the CC0 corpus
+in ``dialogue_data/corpus.txt`` and shipped as ``dialogue_data/model.msgpack``; nothing is downloaded at run
+time. Generation, fixed because two peers must produce the same line:
+
+* Tokens are the corpus's space-separated words with their punctuation attached, so a line is its tokens
+  joined by single spaces.
+* Conditioning by backoff over three layers of counts: the (persona, mood) cell, the persona, everything.
+  At each step the next token is drawn from the cell's trigram row 3 times in 4 (``CELL_ODDS``) and from
+  the persona's row otherwise; from the persona's row alone where the cell never saw the context, and from
+  the general row where the persona never did. The ``generic`` persona uses the mood's lines across
+  personas, then everything.
+* Events bias the opening: a line starts, with odds 3 in 4, from the context ``(<s>, <event:E>)`` that
+  training fills with the first words of lines written for event E, E drawn among the known events with
+  weights favouring the most recent one. Unknown event names are ignored.
+* Sample number ``attempt`` draws from ``random.Random(seed * MAX_ATTEMPTS + attempt)`` with integer
+  counts only (``randrange`` and ``bisect``), so it is the same on every platform and Python version.
+* Best of ``CANDIDATES``: samples over ``max_words`` words or refused by :func:`screen_line` are skipped;
+  among the first ``CANDIDATES`` that pass, the one with the highest integer score wins, the earliest
+  among equals. The score rewards mentioning any keyword of the player's words or of the events, and
+  penalises repeated words and lengths far off ``TARGET_WORDS``; it is capped, so the first sample that
+  reaches the cap wins without the rest being drawn. When no attempt out of ``MAX_ATTEMPTS`` passes, the
+  line is one of the model's short corpus lines for the cell, chosen by the seed.
+
+:func:`verify` checks the cheap things first (fields, word count and limit, the filter), then replays the
+generation and wants the very same line. That is sound: it rejects a made-up line, a line from another
+seed, a truncated line and a valid sample that did not win, every time. It is not cheaper than computing
+(a sample is a few tens of microseconds, and checking that a line is a given seed's sample means drawing
+the same numbers); the spot-check alternative, replaying only the winning sample, cost half as much but
+let about 1 in 200 lines from other seeds through, so ``rng`` is not used.
+
+Other models: the input's ``model`` names a backend in ``_BACKEND_LOADERS`` (see :class:`DialogueBackend`).
+A peer that runs a larger local model advertises its id; registering that id here with a deterministic
+backend makes tasks naming it valid. Until then such tasks are refused with a ``TaskInputError`` on
+``model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import unicodedata
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Annotated, Any, Protocol
+
+import msgspec
+from msgspec import Meta
+
+from p2c2r.errors import TaskInputError, TaskOutputError
+from p2c2r.tasks.base import Verdict, convert_input, convert_output
+
+NAME = "ai_npc_dialogue"
+VERSION = "1"
+TOLERANCE_NOTE = "exact: two outputs agree only when their lines are identical, character for character"
+
+PERSONAS: tuple[str, ...] = ("commander", "pilot", "enemy_grunt", "enemy_boss", "merchant")
+GENERIC_PERSONA = "generic"
+"""Speaks with the mood's lines of every persona; for NPCs that fit none of ``PERSONAS``."""
+MOODS: tuple[str, ...] = ("calm", "alarmed", "angry", "cheerful")
+EVENTS: tuple[str, ...] = (
+    "wave_start",
+    "enemy_destroyed",
+    "player_hit",
+    "low_health",
+    "boss_appears",
+    "powerup",
+    "ally_down",
+    "victory",
+)
+NGRAM_MODEL_ID = "ngram-v1"
+
+MAX_EVENTS = 8
+MAX_EVENT_CHARS = 32
+MAX_PLAYER_WORDS_CHARS = 200
+MAX_WORDS = 40
+MAX_LINE_CHARS = 400
+MAX_SEED = 2**63 - 1
+MAX_NAME_CHARS = 32
+
+CANDIDATES = 6
+MAX_ATTEMPTS = 48
+TARGET_WORDS = 10
+LENGTH_SLACK = 4
+"""Lines within this many words of ``TARGET_WORDS`` (or of max_words, when smaller) score alike."""
+KEYWORD_WEIGHT = 8
+"""The score of a line that mentions a keyword; the cap, when the request has keywords."""
+REPEAT_PENALTY = 2
+REPEAT_MIN_CHARS = 4
+"""Only words this long count as repeated: "the" twice is English, "sharp" twice is a stuck model."""
+MAX_PLAYER_KEYWORDS = 8
+CELL_ODDS = 4
+"""The cell's row is used 3 times in 4 where both the cell and the persona know the context."""
+EVENT_OPENING_ODDS = 4
+"""A line opens from an event 3 times in 4 when the input names a known event."""
+SILENT_LINE = "..."
+"""The line of last resort, when a backend offers no short line that fits; it passes every filter."""
+
+# Words that make a line relevant to each event.
+EVENT_TOPICS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "wave_start": frozenset({"wave", "incoming", "contact", "here", "come"}),
+        "enemy_destroyed": frozenset({"kill", "down", "splash", "destroyed", "shot", "got"}),
+        "player_hit": frozenset({"hit", "shield", "fire", "damage", "ouch"}),
+        "low_health": frozenset({"hull", "shield", "repair", "damaged", "fume", "home", "back"}),
+        "boss_appears": frozenset({"flagship", "overlord", "boss", "capital", "ship"}),
+        "powerup": frozenset({"supply", "supplies", "weapon", "upgraded", "crate", "gun", "recharged"}),
+        "ally_down": frozenset({"lost", "down", "rescue", "friend", "fallen", "eject"}),
+        "victory": frozenset({"victory", "won", "clear", "complete", "home", "celebrate"}),
+    }
+)
+
+# Player words too common to say what the player is talking about.
+_STOPWORDS = frozenset(
+    {
+        "the", "and", "you", "are", "for", "that", "this", "with", "have", "what", "your", "not", "but",
+        "was", "can", "get", "all", "just", "out", "now", "too", "there", "they", "them", "then", "here",
+        "our", "from", "will", "its", "how", "who", "why", "where", "when", "yes", "did", "does", "let",
+        "lets", "into", "about", "would", "could", "should", "been", "were", "has", "had", "any", "some",
+        "one", "two", "very", "really", "okay", "please",
+    }
+)  # fmt: skip
+
+# Hex prefixes of SHA-256("p2c2r-dialogue-blocklist:" + folded word) for a short list of profanity and
+# slurs, so that the source does not spell them out. See :func:`_fold_word` for the folding.
+_BLOCKED_WORD_DIGESTS = frozenset(
+    {
+        "023b77e23cce5c15", "092deb766cfc31d8", "09e5590af0be06f8", "0c30c8a50fa1be4a", "0e852b5237696ab0",
+        "0fc4eca8a8f33c04", "114a09ce7b918b06", "1659ad1a106a1398", "1741291cdab27745", "1ad5b55ebfa36e9b",
+        "1b2ec6528306b7ba", "1ce3fe2ea7a40036", "3b974360b254c469", "44fbf160179e5fb0", "4bd5c89bcbc4decd",
+        "58f31fc7128d15d1", "69ae86d9ff927f5d", "77ca244db2848cd1", "89e9b0e3768e8ce7", "9897a744ecd2eef1",
+        "c52013527daa62c1", "c6c4181b4fb51ab9", "ce9e3a8401aea371", "d40102a117849c91", "dbefc84cabc52539",
+        "ea6eb2765b6b87a1", "f56f1e2ec6bc4bbe", "f954fb259ac0ff3b",
+    }
+)  # fmt: skip
+_BLOCKLIST_SALT = b"p2c2r-dialogue-blocklist:"
+# Inflections stripped before the blocklist lookup, so that plurals and participles are caught too.
+_BLOCKLIST_SUFFIXES = ("s", "es", "ed", "ing", "er", "ers", "y")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_NOT_LETTERS = re.compile(r"[^a-z]+")
+_LETTER_RUNS = re.compile(r"(.)\1+")
+_ASCII_WORDS = re.compile(r"[a-z]+")
+
+
+# Wire types ----------------------------------------------------------------------------------------------
+
+Name = Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
+
+
+class Input(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    persona: Name
+    """One of ``PERSONAS`` or ``"generic"``."""
+    seed: Annotated[int, Meta(ge=0, le=MAX_SEED)]
+    mood: Name = "calm"
+    """One of ``MOODS``."""
+    events: Annotated[
+        tuple[Annotated[str, Meta(max_length=MAX_EVENT_CHARS)], ...], Meta(max_length=MAX_EVENTS)
+    ] = ()
+    """Recent game events, oldest first; names outside ``EVENTS`` are ignored."""
+    player_words: Annotated[str, Meta(max_length=MAX_PLAYER_WORDS_CHARS)] = ""
+    max_words: Annotated[int, Meta(ge=1, le=MAX_WORDS)] = 20
+    model: Name = NGRAM_MODEL_ID
+
+
+class Output(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    line: Annotated[str, Meta(min_length=1, max_length=MAX_LINE_CHARS)]
+    persona: Name
+    model: Name
+    words: Annotated[int, Meta(ge=1, le=MAX_WORDS)]
+    """Number of space-separated words in ``line``."""
+
+
+# The filter ----------------------------------------------------------------------------------------------
+
+
+def screen_line(line: str) -> str | None:
+    """Why ``line`` may not be shown to a player, or None when it may.
+
+    Refuses empty lines, control and other non-printing characters, whitespace other than single spaces
+    between words, and words on the blocklist (case, common digit-for-letter swaps, repeated letters,
+    punctuation inside the word and a few inflections do not hide them).
+    """
+    if not line:
+        return "line is empty"
+    if not (line.isascii() and line.isprintable()):  # the per-character scan is for the rare other lines
+        for char in line:
+            if unicodedata.category(char)[0] == "C":
+                return f"line holds the non-printing character U+{ord(char):04X}"
+    words = line.split(" ")
+    if any(not word or not word.isprintable() for word in words):
+        return "words must be separated by single spaces, with nothing before the first or after the last"
+    if any(_word_is_blocked(word) for word in words):
+        return "line holds a blocked word"
+    return None
+
+
+def _fold_word(word: str) -> str:
+    folded = unicodedata.normalize("NFKC", word).casefold().translate(_LEET)
+    return _LETTER_RUNS.sub(r"\1", _NOT_LETTERS.sub("", folded))
+
+
+# A memo on a pure function: the same few hundred words recur in every line a model produces.
+@lru_cache(maxsize=16384)
+def _word_is_blocked(word: str) -> bool:
+    folded = _fold_word(word)
+    forms = {folded}
+    forms.update(folded[: -len(suffix)] for suffix in _BLOCKLIST_SUFFIXES if folded.endswith(suffix))
+    return any(
+        hashlib.sha256(_BLOCKLIST_SALT + form.encode()).hexdigest()[:16] in _BLOCKED_WORD_DIGESTS
+        for form in forms
+        if form
+    )
+
+
+# Parsing -------------------------------------------------------------------------------------------------
+
+
+def parse_input(raw: Any) -> Input:
+    inp: Input = convert_input(raw, Input)
+    if inp.persona not in PERSONAS and inp.persona != GENERIC_PERSONA:
+        known = ", ".join((*PERSONAS, GENERIC_PERSONA))
+        raise TaskInputError("persona", f"unknown persona {inp.persona!r}; known: {known}")
+    if inp.mood not in MOODS:
+        raise TaskInputError("mood", f"unknown mood {inp.mood!r}; known: {', '.join(MOODS)}")
+    if inp.model not in _BACKEND_LOADERS:
+        raise TaskInputError("model", f"unknown model id {inp.model!r}; known: {', '.join(_BACKEND_LOADERS)}")
+    return inp
+
+
+def parse_output(raw: Any) -> Output:
+    out: Output = convert_output(raw, Output)
+    problem = screen_line(out.line)
+    if problem is not None:
+        raise TaskOutputError("line", problem)
+    if out.words != out.line.count(" ") + 1:
+        raise TaskOutputError("words", f"must be the number of words in line ({out.line.count(' ') + 1})")
+    return out
+
+
+# Compute -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DialogueRequest:
+    """An input resolved to what a backend conditions on."""
+
+    persona: str
+    mood: str
+    events: tuple[str, ...]
+    """Known events only, oldest first."""
+    keywords: frozenset[str]
+    """Topic forms of the player's keywords and of the events' topic words."""
+    seed: int
+    max_words: int
+
+
+class DialogueBackend(Protocol):
+    """A model that can serve ``ai_npc_dialogue``.
+
+    Both methods must be deterministic functions of their arguments on every platform, because the
+    coordinator's :func:`verify` replays ``sample_line`` and compares strings.
+    """
+
+    def sample_line(self, request: DialogueRequest, attempt: int) -> str | None:
+        """Sample number ``attempt`` (0 <= attempt < MAX_ATTEMPTS) for the request, words joined by single
+        spaces; None when it would exceed ``request.max_words`` words."""
+        ...
+
+    def short_lines(self, persona: str, mood: str) -> Sequence[str]:
+        """Safe lines of a few words for the fallback, shortest first."""
+        ...
+
+
+def compute(inp: Input) -> Output:
+    request = _resolve(inp)
+    backend = _backend(inp.model)
+    line = _best_sample(backend, request) or _fallback_line(backend, request)
+    return Output(line=line, persona=inp.persona, model=inp.model, words=line.count(" ") + 1)
+
+
+def _best_sample(backend: DialogueBackend, request: DialogueRequest) -> str | None:
+    """The best of the first ``CANDIDATES`` passing samples, the earliest among equals; None if none pass."""
+    cap = KEYWORD_WEIGHT if request.keywords else 0
+    best_line: str | None = None
+    best_score = 0
+    passed = 0
+    for attempt in range(MAX_ATTEMPTS):
+        line = _passing_sample(backend, request, attempt)
+        if line is None:
+            continue
+        score = _score(line, request)
+        if best_line is None or score > best_score:
+            best_line, best_score = line, score
+        passed += 1
+        # Nothing later can score above the cap, and the earliest wins among equals: stopping is exact.
+        if passed == CANDIDATES or score == cap:
+            break
+    return best_line
+
+
+def _passing_sample(backend: DialogueBackend, request: DialogueRequest, attempt: int) -> str | None:
+    """Sample ``attempt`` if it is a candidate: within the word and character limits and through the filter."""
+    line = backend.sample_line(request, attempt)
+    if line is None or len(line) > MAX_LINE_CHARS or screen_line(line) is not None:
+        return None
+    return line
+
+
+def _resolve(inp: Input) -> DialogueRequest:
+    events = tuple(event for event in inp.events if event in EVENT_TOPICS)
+    keywords = set(_player_keywords(inp.player_words))
+    for event in events:
+        keywords.update(_event_keywords(event))
+    return DialogueRequest(
+        persona=inp.persona,
+        mood=inp.mood,
+        events=events,
+        keywords=frozenset(keywords),
+        seed=inp.seed,
+        max_words=inp.max_words,
+    )
+
+
+@lru_cache(maxsize=16384)  # pure, and called for every word of every candidate
+def _topic_form(word: str) -> str:
+    """A word lowercased, without punctuation and without a plural ``s``: what keyword matching compares."""
+    letters = _NOT_LETTERS.sub("", word.casefold())
+    return letters[:-1] if len(letters) > 3 and letters.endswith("s") else letters
+
+
+@cache
+def _event_keywords(event: str) -> frozenset[str]:
+    return frozenset(_topic_form(word) for word in EVENT_TOPICS[event])
+
+
+def _player_keywords(player_words: str) -> list[str]:
+    keywords: list[str] = []
+    for word in _ASCII_WORDS.findall(player_words.casefold()):
+        form = _topic_form(word)
+        if len(form) >= 3 and form not in _STOPWORDS and form not in keywords:
+            keywords.append(form)
+            if len(keywords) == MAX_PLAYER_KEYWORDS:
+                break
+    return keywords
+
+
+def _score(line: str, request: DialogueRequest) -> int:
+    forms = [_topic_form(word) for word in line.split(" ")]
+    mentions_keyword = not request.keywords.isdisjoint(forms)
+    long_forms = [form for form in forms if len(form) >= REPEAT_MIN_CHARS]
+    repeats = len(long_forms) - len(set(long_forms))
+    off_length = max(0, abs(len(forms) - min(request.max_words, TARGET_WORDS)) - LENGTH_SLACK)
+    return KEYWORD_WEIGHT * mentions_keyword - REPEAT_PENALTY * repeats - off_length
+
+
+def _fallback_line(backend: DialogueBackend, request: DialogueRequest) -> str:
+    fitting = [
+        line
+        for line in backend.short_lines(request.persona, request.mood)
+        if line.count(" ") < request.max_words and screen_line(line) is None
+    ]
+    return fitting[request.seed % len(fitting)] if fitting else SILENT_LINE
+
+
+# Verify and agree ----------------------------------------------------------------------------------------
+
+
+def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
+    """Sound, and about as costly as :func:`compute`; ``rng`` is unused (see the module docstring)."""
+    if out.model != inp.model:
+        return Verdict.reject(f"model is {out.model!r}, the input asked for {inp.model!r}")
+    if out.persona != inp.persona:
+        return Verdict.reject(f"persona is {out.persona!r}, the input asked for {inp.persona!r}")
+    problem = screen_line(out.line)
+    if problem is not None:
+        return Verdict.reject(problem)
+    word_count = out.line.count(" ") + 1
+    if out.words != word_count:
+        return Verdict.reject(f"words is {out.words}, the line has {word_count}")
+    if word_count > inp.max_words:
+        return Verdict.reject(f"line has {word_count} words, over max_words={inp.max_words}")
+    # Everything above is cheap and catches most forgeries; only the replay proves the line is this seed's.
+    expected = compute(inp)
+    if out.line != expected.line:
+        return Verdict.reject("line is not the model's line for this input and seed")
+    return Verdict.accept()
+
+
+def agree(a: Output, b: Output) -> bool:
+    return a.line == b.line
+
+
+# Example -------------------------------------------------------------------------------------------------
+
+_EXAMPLE_PLAYER_WORDS = (
+    "",
+    "Where is the flagship?",
+    "My shields are down, cover me!",
+    "What do you have for sale?",
+    "Nice shot!",
+    "Any repairs for my hull?",
+    "Who are you calling rebel scum?",
+    "Thanks for the help out there.",
+)
+
+
+def example(rng: random.Random, size: str = "small") -> dict[str, Any]:
+    if size not in ("small", "large"):
+        raise ValueError(f"size must be 'small' or 'large', got {size!r}")
+    large = size == "large"
+    event_count = MAX_EVENTS if large else rng.randint(0, 2)
+    words = " ".join(rng.choice(_EXAMPLE_PLAYER_WORDS) for _ in range(8 if large else 1)).strip()
+    return {
+        "persona": rng.choice(PERSONAS),
+        "mood": rng.choice(MOODS),
+        "events": [rng.choice(EVENTS) for _ in range(event_count)],
+        "player_words": words[:MAX_PLAYER_WORDS_CHARS],
+        "seed": rng.randrange(MAX_SEED + 1),
+        "max_words": MAX_WORDS if large else 16,
+        "model": NGRAM_MODEL_ID,
+    }
+
+
+# The ngram-v1 backend ------------------------------------------------------------------------------------
+
+MODEL_FORMAT = "p2c2r-dialogue-ngram/1"
+BOS = "<s>"
+EOS = "</s>"
+_BOS_ID = 0
+_EOS_ID = 1
+SHORT_LINE_WORDS = 3
+"""Corpus lines of at most this many words are kept in the model for the fallback."""
+
+
+def _event_token(event: str) -> str:
+    return f"<event:{event}>"
+
+
+class CellCounts(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The counts of one (persona, mood) cell of the corpus."""
+
+    persona: str
+    mood: str
+    trigrams: list[int]
+    """Flattened ``(first, second, next, count)`` token-id quadruples, sorted."""
+    short_lines: list[str]
+    """Lines of at most ``SHORT_LINE_WORDS`` words, shortest first, then alphabetical."""
+
+
+class ModelFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    format: str
+    model_id: str
+    corpus_sha256: str
+    vocabulary: list[str]
+    """Token ids: ``<s>`` is 0, ``</s>`` is 1, then one marker per event in ``EVENTS`` order, then words."""
+    cells: list[CellCounts]
+    """One per (persona, mood), in ``PERSONAS`` x ``MOODS`` order."""
+
+
+class CorpusError(ValueError):
+    """The corpus breaks a rule the model relies on (raised at training time, never at run time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusLine:
+    persona: str
+    mood: str
+    event: str | None
+    text: str
+
+
+def parse_corpus(text: str) -> list[CorpusLine]:
+    """Rows ``persona<TAB>mood<TAB>event or -<TAB>text``; ``#`` comments and blank lines skipped."""
+    lines: list[CorpusLine] = []
+    for number, row in enumerate(text.splitlines(), start=1):
+        if not row.strip() or row.startswith("#"):
+            continue
+        columns = row.split("\t")
+        if len(columns) != 4:
+            raise CorpusError(f"corpus line {number}: expected 4 tab-separated columns, got {len(columns)}")
+        persona, mood, event, line = columns
+        if persona not in PERSONAS:
+            raise CorpusError(f"corpus line {number}: unknown persona {persona!r}")
+        if mood not in MOODS:
+            raise CorpusError(f"corpus line {number}: unknown mood {mood!r}")
+        if event != "-" and event not in EVENTS:
+            raise CorpusError(f"corpus line {number}: unknown event {event!r}")
+        problem = screen_line(line)
+        if problem is not None:
+            raise CorpusError(f"corpus line {number}: {problem}")
+        if line.count(" ") + 1 > MAX_WORDS or len(line) > MAX_LINE_CHARS:
+            raise CorpusError(
+                f"corpus line {number}: longer than {MAX_WORDS} words or {MAX_LINE_CHARS} chars"
+            )
+        lines.append(CorpusLine(persona, mood, None if event == "-" else event, line))
+    _check_coverage(lines)
+    return lines
+
+
+def _check_coverage(lines: Sequence[CorpusLine]) -> None:
+    # Backoff stays within a persona only if the persona knows every event opening, and the fallback
+    # needs a one-word line in every cell to honour max_words=1.
+    one_word_cells = {(cl.persona, cl.mood) for cl in lines if " " not in cl.text}
+    event_cells = {(cl.persona, cl.event) for cl in lines if cl.event is not None}
+    for persona in PERSONAS:
+        for mood in MOODS:
+            if (persona, mood) not in one_word_cells:
+                raise CorpusError(f"no one-word line for persona {persona!r} in mood {mood!r}")
+        for event in EVENTS:
+            if (persona, event) not in event_cells:
+                raise CorpusError(f"no line for persona {persona!r} on event {event!r}")
+
+
+def train_model(corpus_text: str) -> bytes:
+    """The ``model.msgpack`` bytes for a corpus; the same corpus always gives the same bytes."""
+    lines = parse_corpus(corpus_text)
+    specials = [BOS, EOS, *(_event_token(event) for event in EVENTS)]
+    words = sorted({word for cl in lines for word in cl.text.split(" ")})
+    token_id = {token: index for index, token in enumerate([*specials, *words])}
+    counts: dict[tuple[str, str], Counter[tuple[int, int, int]]] = defaultdict(Counter)
+    short: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for cl in lines:
+        cell = counts[(cl.persona, cl.mood)]
+        ids = [token_id[word] for word in cl.text.split(" ")]
+        padded = [_BOS_ID, _BOS_ID, *ids, _EOS_ID]
+        cell.update(zip(padded, padded[1:], padded[2:]))
+        if cl.event is not None:
+            # Only the opening is conditioned on the event: (<s>, E) -> first word -> second word.
+            opening = [_BOS_ID, token_id[_event_token(cl.event)], *ids[:2], _EOS_ID][:4]
+            cell.update(zip(opening, opening[1:], opening[2:]))
+        if len(ids) <= SHORT_LINE_WORDS:
+            short[(cl.persona, cl.mood)].add(cl.text)
+    cells = []
+    for persona in PERSONAS:
+        for mood in MOODS:
+            flat = [
+                value
+                for trigram, count in sorted(counts[(persona, mood)].items())
+                for value in (*trigram, count)
+            ]
+            ordered_short = sorted(short[(persona, mood)], key=lambda text: (text.count(" "), text))
+            cells.append(CellCounts(persona=persona, mood=mood, trigrams=flat, short_lines=ordered_short))
+    model = ModelFile(
+        format=MODEL_FORMAT,
+        model_id=NGRAM_MODEL_ID,
+        corpus_sha256=hashlib.sha256(corpus_text.encode()).hexdigest(),
+        vocabulary=[*specials, *words],
+        cells=cells,
+    )
+    return msgspec.msgpack.encode(model)
+
+
+def data_file(name: str) -> bytes:
+    """A file shipped in ``dialogue_data`` (the corpus, the model)."""
+    return resources.files("p2c2r.tasks").joinpath("dialogue_data", name).read_bytes()
+
+
+Row = tuple[tuple[int, ...], tuple[int, ...]]
+"""Next-token ids and their cumulative counts, for one context."""
+Table = Mapping[int, Row]
+"""Rows by context key ``first * vocabulary_size + second``."""
+
+
+def _tables(quadruple_lists: Iterable[Sequence[int]], vocabulary_size: int) -> Table:
+    merged: dict[int, Counter[int]] = defaultdict(Counter)
+    for flat in quadruple_lists:
+        for offset in range(0, len(flat), 4):
+            first, second, following, count = flat[offset : offset + 4]
+            merged[first * vocabulary_size + second][following] += count
+    table: dict[int, Row] = {}
+    for key, followers in merged.items():
+        ordered = sorted(followers.items())
+        running = 0
+        cumulative = []
+        for _, count in ordered:
+            running += count
+            cumulative.append(running)
+        table[key] = (tuple(following for following, _ in ordered), tuple(cumulative))
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class NgramBackend:
+    """The ``ngram-v1`` model, loaded: trigram tables per cell, persona, mood and for everything."""
+
+    vocabulary: tuple[str, ...]
+    event_ids: Mapping[str, int]
+    cell_tables: Mapping[tuple[str, str], Table]
+    persona_tables: Mapping[str, Table]
+    mood_tables: Mapping[str, Table]
+    general_table: Table
+    cell_short_lines: Mapping[tuple[str, str], tuple[str, ...]]
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> NgramBackend:
+        model = msgspec.msgpack.decode(blob, type=ModelFile)
+        if model.format != MODEL_FORMAT or model.model_id != NGRAM_MODEL_ID:
+            raise ValueError(
+                f"model file is {model.format}/{model.model_id}, expected {MODEL_FORMAT}/{NGRAM_MODEL_ID}"
+            )
+        size = len(model.vocabulary)
+        by_cell = {(cell.persona, cell.mood): cell for cell in model.cells}
+        return cls(
+            vocabulary=tuple(model.vocabulary),
+            event_ids=MappingProxyType(
+                {event: model.vocabulary.index(_event_token(event)) for event in EVENTS}
+            ),
+            cell_tables=MappingProxyType(
+                {key: _tables([cell.trigrams], size) for key, cell in by_cell.items()}
+            ),
+            persona_tables=MappingProxyType(
+                {p: _tables([by_cell[(p, m)].trigrams for m in MOODS], size) for p in PERSONAS}
+            ),
+            mood_tables=MappingProxyType(
+                {m: _tables([by_cell[(p, m)].trigrams for p in PERSONAS], size) for m in MOODS}
+            ),
+            general_table=_tables([cell.trigrams for cell in model.cells], size),
+            cell_short_lines=MappingProxyType(
+                {key: tuple(cell.short_lines) for key, cell in by_cell.items()}
+            ),
+        )
+
+    def _layers(self, persona: str, mood: str) -> tuple[Table, Table]:
+        if persona == GENERIC_PERSONA:
+            return self.mood_tables[mood], self.general_table
+        return self.cell_tables[(persona, mood)], self.persona_tables[persona]
+
+    def sample_line(self, request: DialogueRequest, attempt: int) -> str | None:
+        rng = random.Random(request.seed * MAX_ATTEMPTS + attempt)
+        specific, broad = self._layers(request.persona, request.mood)
+        general = self.general_table
+        size = len(self.vocabulary)
+        first, second = _BOS_ID, _BOS_ID
+        if request.events and rng.randrange(EVENT_OPENING_ODDS) != 0:
+            second = self.event_ids[_recent_event(request.events, rng)]
+        tokens: list[str] = []
+        while True:
+            key = first * size + second
+            row = specific.get(key)
+            if row is None or rng.randrange(CELL_ODDS) == 0:
+                row = broad.get(key) or general.get(key)
+                if row is None:  # every reachable context is in the general table; this guards a bad file
+                    return None
+            following, cumulative = row
+            token = following[bisect_right(cumulative, rng.randrange(cumulative[-1]))]
+            if token == _EOS_ID:
+                return " ".join(tokens) if tokens else None
+            tokens.append(self.vocabulary[token])
+            if len(tokens) > request.max_words:
+                return None
+            first, second = second, token
+
+    def short_lines(self, persona: str, mood: str) -> Sequence[str]:
+        if persona == GENERIC_PERSONA:
+            return sorted(
+                {line for p in PERSONAS for line in self.cell_short_lines[(p, mood)]},
+                key=lambda text: (text.count(" "), text),
+            )
+        return self.cell_short_lines[(persona, mood)]
+
+
+def _recent_event(events: Sequence[str], rng: random.Random) -> str:
+    """One of ``events`` (oldest first), the i-th with weight i + 1: the latest one matters most."""
+    pick = rng.randrange(len(events) * (len(events) + 1) // 2)
+    for index, event in enumerate(events):
+        pick -= index + 1
+        if pick < 0:
+            return event
+    raise AssertionError("unreachable: the weights sum to the range drawn from")
+
+
+@cache
+def load_ngram_backend() -> NgramBackend:
+    """The shipped ``ngram-v1`` model, loaded once per process."""
+    return NgramBackend.from_bytes(data_file("model.msgpack"))
+
+
+# Model ids a task may name, each with the loader of its backend. A new id (say a larger model that some
+# peers run locally) is added here with a loader returning a DialogueBackend; keep every loader cached.
+_BACKEND_LOADERS: Mapping[str, Callable[[], DialogueBackend]] = MappingProxyType(
+    {NGRAM_MODEL_ID: load_ngram_backend}
+)
+
+
+def _backend(model_id: str) -> DialogueBackend:
+    return _BACKEND_LOADERS[model_id]()
