@@ -38,6 +38,7 @@ def test_raw_payloads_are_embedded_verbatim():
     "frame, needle",
     [
         (b"\xc1", "malformed"),
+        (b"\x81\xa4type\xa2\xff\xfe", "malformed"),  # a string that is not UTF-8
         (msgspec.msgpack.encode({"type": "nope"}), "type"),
         (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k"}), "input"),
         (msgspec.msgpack.encode({"type": "submit", "task_id": "bad id!", "kind": "k", "input": 1}), "task_id"),

@@ -208,7 +208,7 @@ def _decode(decoder: msgspec.msgpack.Decoder, frame: bytes | str, max_bytes: int
         return decoder.decode(frame)
     except msgspec.ValidationError as exc:
         raise RemoteProtocolError(f"invalid message: {exc}") from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through as the latter
         raise RemoteProtocolError(f"malformed MessagePack: {exc}") from exc
 
 
