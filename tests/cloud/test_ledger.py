@@ -8,7 +8,7 @@ from p2c2r.errors import LedgerError
 
 @given(price=st.integers(min_value=0, max_value=10**9), fee_bps=st.integers(min_value=0, max_value=10_000))
 def test_peer_billing_balances_and_never_invents_money(price, fee_bps):
-    posting = ledger.bill_peer_task(ledger.Tariff(fee_bps=fee_bps), task_id="t", gamer_id="g", peer_id="p",
+    posting = ledger.bill_peer_task(ledger.Tariff(fee_bps=fee_bps), task_id="t", gamer_id="g", peer_ids=["p"],
                                     price_micro_usd=price)
     amounts = {e.account: e.amount_micro_usd for e in posting.entries}
     assert sum(amounts.values()) == 0
@@ -49,3 +49,14 @@ def test_money_formatting():
     assert ledger.format_usd(65) == "$0.000065"
     assert ledger.format_usd(83_000, places=3) == "$0.083"
     assert ledger.format_usd(-1_234_567) == "-$1.234567"
+
+
+@given(price=st.integers(min_value=0, max_value=10**6))
+def test_a_quorum_pair_shares_the_earnings_exactly(price):
+    posting = ledger.bill_peer_task(ledger.Tariff(), task_id="t", gamer_id="g", peer_ids=["a", "b"],
+                                    price_micro_usd=price, escrow=True)
+    assert sum(e.amount_micro_usd for e in posting.entries) == 0
+    earned, _ = ledger.Tariff().split(price)
+    assert ledger.earnings_of(posting, "a") + ledger.earnings_of(posting, "b") == earned
+    assert abs(ledger.earnings_of(posting, "a") - ledger.earnings_of(posting, "b")) <= 1
+    assert {e.account for e in posting.entries} >= {"escrow:peer:a", "escrow:peer:b"}

@@ -29,10 +29,11 @@ import msgspec
 
 from p2c2r import protocol as p
 from p2c2r.cloud import ledger
+from p2c2r.cloud.admission import Admission, AdmissionLimits
 from p2c2r.cloud.lifecycle import TaskState, transition
 from p2c2r.cloud.scheduler import CancelAttempt, Decision, Dispatch, FailTask, RunFallback, Scheduler
 from p2c2r.cloud.store import Store, TaskRow
-from p2c2r.cloud.validation import check_output
+from p2c2r.cloud.validation import TrustRecord, ValidationPolicy, check_output, outputs_agree
 from p2c2r.console import Console, money
 from p2c2r.errors import StoreError, TaskInputError, UnknownTaskKind
 from p2c2r.network_config import CACHE_TTL_S, MAX_ATTEMPTS_PER_TASK, MAX_QUEUED_TASKS, terms_for
@@ -55,6 +56,8 @@ class Session(Protocol):
 
     def send(self, message: msgspec.Struct) -> None: ...
 
+    def kick(self, close_code: int, reason: str) -> None: ...
+
 
 @dataclass(slots=True)
 class ActiveTask:
@@ -71,6 +74,19 @@ class ActiveTask:
     state: TaskState = TaskState.QUEUED
     finishing: bool = False
     peers_tried: list[str] = field(default_factory=list)
+    # Quorum: replicas that passed verify and wait to be compared.
+    quorum: bool = False
+    candidates: list[Candidate] = field(default_factory=list)
+    arbitrating: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    peer_id: str
+    attempt_id: str
+    output_bytes: bytes
+    output: Any
+    compute_ms: float
 
 
 @dataclass(slots=True)
@@ -94,6 +110,20 @@ class Counters:
     rerouted: int = 0
     invalid_results: int = 0
     bad_messages: int = 0
+    not_assigned: int = 0
+    hedges: int = 0
+    quorum_tasks: int = 0
+    quorum_disagreements: int = 0
+    arbitrations: int = 0
+    audits: int = 0
+    audit_failures: int = 0
+    bans: int = 0
+    # Compute spent: the accepted result's own (useful) and what checking it cost (replicas, audits,
+    # arbitration, verify), for the validation-overhead benchmark.
+    useful_compute_ms: float = 0.0
+    replica_compute_ms: float = 0.0
+    coordinator_check_ms: float = 0.0
+    verify_ms: float = 0.0
     by_kind_completed: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
 
@@ -121,6 +151,7 @@ class Coordinator:
         max_queued: int | None = MAX_QUEUED_TASKS,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        policy: ValidationPolicy | None = None,
     ) -> None:
         self.store = store
         self.console = console or Console(enabled=False)
@@ -138,6 +169,10 @@ class Coordinator:
         self.peers: dict[str, PeerLink] = {}
         self.gamers: dict[str, Session] = {}
         self.counters = Counters()
+        self.policy = policy or ValidationPolicy()
+        self.trust: dict[tuple[str, str], TrustRecord] = {}
+        self.banned: set[str] = set()
+        self.peer_names: dict[str, str] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED_LENGTH)
         self.started_at = time.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -146,6 +181,8 @@ class Coordinator:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         # Set by the server from the database at start; guards admin-only views and endpoints.
         self.admin_token: str | None = None
+        # Per-gamer submit rate, tasks in flight and balance; the server installs the configured one.
+        self.admission = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=None, enforce_balance=False))
 
     def _new_attempt_id(self) -> str:
         self._attempt_seq += 1
@@ -191,11 +228,14 @@ class Coordinator:
             self._event("resumed", count=len(rows))
 
     def _track(self, task: ActiveTask) -> None:
+        if task.task_id not in self.tasks:
+            self.admission.reserve(task.gamer_id, task.price_micro_usd)
         self.tasks[task.task_id] = task
         self._by_client[(task.gamer_id, task.client_task_id)] = task.task_id
 
     def _untrack(self, task: ActiveTask) -> None:
-        self.tasks.pop(task.task_id, None)
+        if self.tasks.pop(task.task_id, None) is not None:
+            self.admission.release(task.gamer_id, task.price_micro_usd)
         self._by_client.pop((task.gamer_id, task.client_task_id), None)
 
     # Sessions ---------------------------------------------------------------------------------------
@@ -214,9 +254,15 @@ class Coordinator:
     def peer_joined(self, session: Session, *, slots: int, kinds: list[str], owner: str | None = None) -> None:
         usable = frozenset(kinds) & frozenset(registry())
         self.peers[session.client_id] = PeerLink(session, slots, usable, self._clock())
+        self.peer_names[session.client_id] = session.name
+        for _, kind_name, consecutive, valid, invalid in self.store.trust_rows(session.client_id):
+            self.trust[(session.client_id, kind_name)] = TrustRecord(consecutive, valid, invalid)
         self.console.line(f"📡 Peer connected: {session.name} ({session.address}), {slots} slot(s)")
         self._event("peer_joined", peer=session.client_id, name=session.name)
-        network = ".".join(session.address.split(".")[:3])
+        # Replicas must come from different networks (/24); loopback peers count as separate networks so
+        # that a quorum can form on one machine (tests, the local demo).
+        network = "" if session.address.startswith("127.") or ":" in session.address else \
+            ".".join(session.address.split(".")[:3])
         self._apply(self.scheduler.add_peer(session.client_id, slots=slots, kinds=usable, now=self._clock(),
                                             owner=owner, network=network))
 
@@ -272,6 +318,10 @@ class Coordinator:
             deadline_ms=deadline_ms,
             submitted_mono=self._clock(),
         )
+        refusal = self.admission.admit(gamer.client_id, task.price_micro_usd)  # no await until _track
+        if refusal is not None:
+            gamer.send(p.Error(refusal.code, refusal.message, task_id=msg.task_id))
+            return
         self.counters.submitted += 1
         self._track(task)
         self.console.task_line(f"📥 Task received: {kind.name} from {gamer.name}")
@@ -325,26 +375,176 @@ class Coordinator:
     def peer_result(self, peer: Session, msg: p.PeerResult) -> None:
         attempt = self.scheduler.attempts.get(msg.attempt_id)
         if attempt is None or attempt.peer_id != peer.client_id:
+            self.counters.not_assigned += 1
             peer.send(p.Error(p.E_NOT_ASSIGNED, f"attempt {msg.attempt_id} is not assigned to you (cancelled or unknown)"))
             return
         task = self.tasks[attempt.task_id]
+        started = time.perf_counter()
         checked = check_output(task.kind, task.input, msg.output, self.rng)
+        self.counters.verify_ms += (time.perf_counter() - started) * 1000.0
         now = self._clock()
         if not checked.verdict.ok:
-            self.counters.invalid_results += 1
-            self.console.line(f"🚨 Invalid result from {peer.name} for {task.kind.name}: {checked.verdict.reason}")
-            self._event("invalid_result", peer=peer.client_id, name=peer.name, kind=task.kind.name,
-                        reason=checked.verdict.reason)
             self.store.finish_attempt(msg.attempt_id, "invalid", checked.verdict.reason)
-            self.store.note_invalid(peer.client_id)
+            self._penalise(peer.client_id, task.kind.name, checked.verdict.reason,
+                           evidence=f"attempt {msg.attempt_id}, verify: {checked.verdict.reason}")
             self._apply(self.scheduler.attempt_failed(msg.attempt_id, now))
             return
+        self.store.finish_attempt(msg.attempt_id, "valid")
+        output = msgspec.msgpack.encode(checked.output)
+        if task.quorum:
+            task.candidates.append(Candidate(peer.client_id, msg.attempt_id, output, checked.output, msg.compute_ms))
+            self._apply(self.scheduler.attempt_returned(msg.attempt_id, now))
+            self._resolve_quorum(task)
+            return
+        audit = self.policy.audit(self._trust_of(peer.client_id, task.kind.name), self.rng)
+        self._reward(peer.client_id, task.kind.name)
+        self.counters.useful_compute_ms += msg.compute_ms
+        self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now))
+        payee = Candidate(peer.client_id, msg.attempt_id, output, checked.output, msg.compute_ms)
+        self._spawn(self._complete(task, output, source="peer", payees=[payee], audit=audit))
+
+    def _resolve_quorum(self, task: ActiveTask) -> None:
+        """Two agreeing replicas are accepted; a disagreement, or a replica with no partner in sight, is
+        settled by the coordinator's own computation."""
+        if task.finishing or task.arbitrating:
+            return
+        first = task.candidates[0]
+        if len(task.candidates) >= 2:
+            second = task.candidates[1]
+            if outputs_agree(task.kind, first.output, second.output):
+                for c in (first, second):
+                    self._reward(c.peer_id, task.kind.name)
+                self.counters.useful_compute_ms += first.compute_ms
+                self.counters.replica_compute_ms += second.compute_ms
+                self._spawn(self._complete(task, first.output_bytes, source="peer", payees=[first, second]))
+            else:
+                self.counters.quorum_disagreements += 1
+                self._event("quorum_disagreement", kind=task.kind.name)
+                self._spawn(self._arbitrate(task, "the replicas disagreed"))
+            return
+        sched_task = self.scheduler.tasks.get(task.task_id)
+        if sched_task is None or not sched_task.live:
+            # Nobody independent is computing the partner replica right now: check it ourselves at once
+            # rather than let the gamer wait for a peer that may never come.
+            self.scheduler.drop_replicas(task.task_id)
+            self._spawn(self._arbitrate(task, "no independent peer for a second replica"))
+
+    async def _authoritative_output(self, task: ActiveTask) -> tuple[bytes, Any] | None:
+        started = self._clock()
+        outcome = await self.fallback_pool.run(task.kind.name, task.input_bytes,
+                                               timeout_s=max(5.0, task.deadline_ms / 1000.0))
+        self.counters.coordinator_check_ms += (self._clock() - started) * 1000.0
+        if not outcome.ok:
+            log.error("coordinator could not compute task %s for checking: %s", task.task_id, outcome.message)
+            return None
+        return outcome.output, task.kind.parse_output(msgspec.msgpack.decode(outcome.output))
+
+    async def _arbitrate(self, task: ActiveTask, reason: str) -> None:
+        task.arbitrating = True
+        self.counters.arbitrations += 1
+        try:
+            authority = await self._authoritative_output(task)
+        except Exception:
+            log.exception("arbitration of task %s failed", task.task_id)
+            authority = None
         if task.finishing:
             return
-        self.store.finish_attempt(msg.attempt_id, "accepted")
-        output = msgspec.msgpack.encode(checked.output)
-        self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now))
-        self._spawn(self._complete(task, output, source="peer", peer=peer, attempt_id=msg.attempt_id))
+        candidates = list(task.candidates)
+        if authority is None:
+            # Our own compute failed; the replicas all passed verify, so the first one stands, unrewarded.
+            await self._complete(task, candidates[0].output_bytes, source="peer", payees=candidates[:1])
+            return
+        authority_bytes, authority_output = authority
+        right = [c for c in candidates if outputs_agree(task.kind, authority_output, c.output)]
+        for c in candidates:
+            if c in right:
+                self._reward(c.peer_id, task.kind.name)
+            else:
+                self._penalise(c.peer_id, task.kind.name, f"disagreed with the coordinator's own result ({reason})",
+                               evidence=f"attempt {c.attempt_id} of task {task.task_id}")
+        if right:
+            self.counters.useful_compute_ms += right[0].compute_ms
+            self.counters.replica_compute_ms += sum(c.compute_ms for c in right[1:])
+            await self._complete(task, right[0].output_bytes, source="peer", payees=right)
+        else:
+            await self._complete(task, authority_bytes, source="cloud")
+
+    async def _audit(self, task: ActiveTask, payee: Candidate, escrowed_micro_usd: int) -> None:
+        """Recompute an accepted result; release the peer's escrow if it holds, refund the gamer if not."""
+        self.counters.audits += 1
+        authority = await self._authoritative_output(task)
+        if payee.peer_id in self.banned:
+            return  # its balance was forfeited with the ban
+        if authority is None or outputs_agree(task.kind, authority[1], payee.output):
+            await self.store.post(ledger.release_escrow(task_id=task.task_id, peer_id=payee.peer_id,
+                                                        amount_micro_usd=escrowed_micro_usd))
+            link = self.peers.get(payee.peer_id)
+            if link is not None:
+                link.earned_micro_usd += escrowed_micro_usd
+            return
+        self.counters.audit_failures += 1
+        await self.store.post(ledger.reverse_escrow(task_id=task.task_id, peer_id=payee.peer_id,
+                                                    gamer_id=task.gamer_id, amount_micro_usd=escrowed_micro_usd,
+                                                    reason="audit failed"))
+        self._event("audit_failed", peer=payee.peer_id, kind=task.kind.name)
+        self._penalise(payee.peer_id, task.kind.name, "an audit recomputed the task and got a different result",
+                       evidence=f"attempt {payee.attempt_id} of task {task.task_id}")
+
+    # Trust ------------------------------------------------------------------------------------------
+
+    def _trust_of(self, peer_id: str, kind: str) -> TrustRecord:
+        return self.trust.get((peer_id, kind), TrustRecord())
+
+    def _save_trust(self, peer_id: str, kind: str, record: TrustRecord) -> None:
+        self.trust[(peer_id, kind)] = record
+        self.store.save_trust(peer_id, kind, record.consecutive_valid, record.total_valid, record.total_invalid)
+
+    def _reward(self, peer_id: str, kind: str) -> None:
+        self._save_trust(peer_id, kind, self._trust_of(peer_id, kind).after_valid())
+
+    def _penalise(self, peer_id: str, kind: str, reason: str, *, evidence: str) -> None:
+        self._save_trust(peer_id, kind, self._trust_of(peer_id, kind).after_invalid())
+        self.store.note_invalid(peer_id)
+        self.counters.invalid_results += 1
+        name = self.peer_names.get(peer_id, peer_id)
+        log.warning("invalid result from peer %s (%s) for %s: %s; evidence: %s", peer_id, name, kind, reason, evidence)
+        self.console.line(f"🚨 Invalid result from {name} for {kind}: {reason}")
+        self._event("invalid_result", peer=peer_id, name=name, kind=kind, reason=reason)
+        invalid = sum(r.total_invalid for (p_id, _), r in self.trust.items() if p_id == peer_id)
+        if peer_id not in self.banned and self.policy.should_ban(invalid):
+            self._ban(peer_id, f"{invalid} invalid results; last: {reason}")
+
+    def _ban(self, peer_id: str, reason: str) -> None:
+        self.banned.add(peer_id)
+        self.counters.bans += 1
+        name = self.peer_names.get(peer_id, peer_id)
+        log.warning("banning peer %s (%s): %s", peer_id, name, reason)
+        self.console.line(f"🚫 Cheater caught and banned: {name} ({reason})")
+        self._event("cheater_banned", peer=peer_id, name=name, reason=reason)
+        self.store.ban_peer(peer_id, reason)
+        self._spawn(self._forfeit(peer_id, reason))
+        link = self.peers.get(peer_id)
+        if link is not None:
+            self.peer_left(link.session, "banned")  # no more work for it, whatever its socket does
+            link.session.kick(p.CLOSE_BANNED, "banned: repeated invalid results")
+
+    async def _forfeit(self, peer_id: str, reason: str) -> None:
+        await self.store.write(lambda conn: None)  # let earlier postings for this peer commit first
+        for account in (ledger.peer_account(peer_id), ledger.escrow_account(peer_id)):
+            balance = self.store.balance(account)
+            if balance > 0:
+                await self.store.post(ledger.forfeit(key=f"forfeit:{account}:{secrets.token_hex(4)}", account=account,
+                                                     amount_micro_usd=balance, reason=reason[:200]))
+
+    def is_banned(self, peer_id: str) -> bool:
+        if peer_id in self.banned:
+            return True
+        record = self.store.peer_record(peer_id)
+        return record is not None and bool(record[1])
+
+    def trust_view(self, peer_id: str) -> dict[str, float]:
+        return {kind: round(self.policy.trust_score(rec), 3) for (p_id, kind), rec in sorted(self.trust.items())
+                if p_id == peer_id}
 
     def peer_error(self, peer: Session, msg: p.PeerError) -> None:
         attempt = self.scheduler.attempts.get(msg.attempt_id)
@@ -371,8 +571,11 @@ class Coordinator:
                 self.store.finish_attempt(decision.attempt_id, "cancelled")
             elif isinstance(decision, RunFallback):
                 task = self.tasks.get(decision.task_id)
-                if task is not None and not task.finishing:
-                    self._spawn(self._run_fallback(task, decision.reason))
+                if task is not None and not task.finishing and not task.arbitrating:
+                    if task.candidates:  # a replica came back: check it against our own result
+                        self._spawn(self._arbitrate(task, decision.reason))
+                    else:
+                        self._spawn(self._run_fallback(task, decision.reason))
             elif isinstance(decision, FailTask):
                 task = self.tasks.get(decision.task_id)
                 if task is not None:
@@ -389,6 +592,14 @@ class Coordinator:
         link.session.send(p.Assign(decision.attempt_id, decision.kind, msgspec.Raw(task.input_bytes),
                                    max(1, min(int(remaining_ms), p.MAX_DEADLINE_MS))))
         self.store.record_attempt(decision.attempt_id, task.task_id, decision.peer_id, time.time())
+        if decision.hedge:
+            self.counters.hedges += 1
+            self._event("hedged", kind=task.kind.name, peer=decision.peer_id)
+        if not task.quorum and self.policy.replicate(self._trust_of(decision.peer_id, task.kind.name), self.rng):
+            # A peer without a long record gets a partner replica on another owner's machine.
+            task.quorum = True
+            self.counters.quorum_tasks += 1
+            self._apply(self.scheduler.add_replica(task.task_id, self._clock()))
         if len(task.peers_tried) > 1:
             self.console.task_line(f"   ↪️  Re-routing {task.kind.name} to {link.session.name}")
             self._event("rerouted", kind=task.kind.name, peer=decision.peer_id, name=link.session.name)
@@ -449,28 +660,27 @@ class Coordinator:
         output: bytes,
         *,
         source: str,
-        peer: Session | None = None,
-        attempt_id: str | None = None,
+        payees: list[Candidate] | None = None,
+        audit: bool = False,
     ) -> None:
         if task.finishing:
             return
         task.finishing = True
         self._apply(self.scheduler.task_done(task.task_id, self._clock()))
         latency_ms = (self._clock() - task.submitted_mono) * 1000.0
-        if peer is not None:
+        if payees:
             posting = ledger.bill_peer_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
-                                            peer_id=peer.client_id, price_micro_usd=task.price_micro_usd)
-            earned = posting.entries[1].amount_micro_usd
+                                            peer_ids=[c.peer_id for c in payees], price_micro_usd=task.price_micro_usd,
+                                            escrow=audit)
         else:
             posting = ledger.bill_coordinator_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
                                                    source=source, price_micro_usd=task.price_micro_usd)
-            earned = 0
         cost = -posting.entries[0].amount_micro_usd
         try:
             await self.store.complete_task(
                 task_id=task.task_id, source=source, latency_ms=latency_ms, cost_micro_usd=cost,
                 cache_key=task.cache_key, kind=task.kind.name, version=task.kind.version, output=output,
-                cache_ttl_s=self.cache_ttl_s, posting=posting, peer_id=peer.client_id if peer else None,
+                cache_ttl_s=self.cache_ttl_s, posting=posting, peer_id=payees[0].peer_id if payees else None,
             )
         except StoreError as exc:
             log.error("could not record the result of task %s: %s", task.task_id, exc)
@@ -479,6 +689,7 @@ class Coordinator:
             return
         task.state = transition(task.task_id, task.state, TaskState.COMPLETED)
         self._untrack(task)
+        self.admission.charged(task.gamer_id, cost)
         self.counters.completed += 1
         self.counters.by_kind_completed[task.kind.name] += 1
         self.counters.by_source[source] += 1
@@ -487,12 +698,17 @@ class Coordinator:
         gamer = self.gamers.get(task.gamer_id)
         if gamer is not None:
             gamer.send(p.Result(task.client_task_id, task.kind.name, msgspec.Raw(output), source, latency_ms, cost))
-        if peer is not None and attempt_id is not None:
-            link = self.peers.get(peer.client_id)
-            if link is not None:
+        for payee in payees or ():
+            earned = ledger.earnings_of(posting, payee.peer_id)
+            link = self.peers.get(payee.peer_id)
+            if link is None:
+                continue
+            link.completed += 1
+            if audit:
+                self._spawn(self._audit(task, payee, earned))
+            else:
                 link.earned_micro_usd += earned
-                link.completed += 1
-                peer.send(p.Earned(attempt_id, earned, link.earned_micro_usd))
+            link.session.send(p.Earned(payee.attempt_id, earned, link.earned_micro_usd))
         self.console.task_line(f"📤 Result ready: {task.kind.name} ({latency_ms:.0f}ms, {source})"
                                + (f" → Sent to {gamer.name}" if gamer else " (gamer away: kept for fetch)"))
         self._event("completed", kind=task.kind.name, source=source, latency_ms=round(latency_ms, 2))
@@ -578,11 +794,13 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
             "tasks_done": link.completed,
             "earned_micro_usd": peer_earned.get(peer_id, 0),
             "latency_ms": {k: round(v, 3) for k, v in (sched.latency_ms.items() if sched else ())},
+            "trust": c.trust_view(peer_id),
+            "banned": peer_id in c.banned,
         })
     stats: dict[str, Any] = {
         "uptime_s": round(now - c.started_at, 3),
         "peers": peers,
-        "gamers": {"connected": len(c.gamers)},
+        "gamers": {"connected": len(c.gamers), "known": store.gamer_count()},
         "tasks": {
             "submitted": c.counters.submitted,
             "queued": c.scheduler.queue_depth,
@@ -596,6 +814,18 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
         "cloud_fallback": c.counters.fallbacks,
         "rerouted": c.counters.rerouted,
         "invalid_results": c.counters.invalid_results,
+        "validation": {
+            "invalid_results": c.counters.invalid_results,
+            "quorum_tasks": c.counters.quorum_tasks,
+            "quorum_disagreements": c.counters.quorum_disagreements,
+            "arbitrations": c.counters.arbitrations,
+            "audits": c.counters.audits,
+            "audit_failures": c.counters.audit_failures,
+            "hedges": c.counters.hedges,
+            "not_assigned": c.counters.not_assigned,
+            "bans": c.counters.bans,
+        },
+        "banned_peers": [{"id": pid, "name": name, "reason": reason} for pid, name, reason in store.banned_peers()],
         "ledger": {
             "charged_micro_usd": charged,
             "paid_to_peers_micro_usd": sum(peer_earned.values()),
@@ -605,6 +835,10 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
             "balanced": sum(balances.values()) == 0,
         },
     }
-    if include_gamers:
-        stats["gamers"]["list"] = [{"id": g, "name": s.name} for g, s in sorted(c.gamers.items())]
+    if include_gamers:  # admin only: identities, task counts and spending per gamer
+        stats["gamers"]["list"] = [
+            {"id": g, "name": name, "connected": g in c.gamers, "tasks": tasks,
+             "spent_micro_usd": -balances.get(ledger.gamer_account(g), 0)}
+            for g, name, tasks in store.gamer_summaries()
+        ]
     return stats

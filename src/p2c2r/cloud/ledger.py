@@ -9,6 +9,7 @@ favour, so that no fraction of a micro-dollar is ever invented.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from p2c2r.errors import LedgerError
@@ -22,6 +23,7 @@ from p2c2r.network_config import (
 FEES_ACCOUNT = "coordinator:fees"
 COMPUTE_ACCOUNT = "coordinator:compute"
 FUNDING_ACCOUNT = "funding"
+FORFEITS_ACCOUNT = "coordinator:forfeits"
 BPS = 10_000
 
 
@@ -81,18 +83,42 @@ class Tariff:
 
 
 def bill_peer_task(
-    tariff: Tariff, *, task_id: str, gamer_id: str, peer_id: str, price_micro_usd: int, escrow: bool = False
+    tariff: Tariff,
+    *,
+    task_id: str,
+    gamer_id: str,
+    peer_ids: Sequence[str],
+    price_micro_usd: int,
+    escrow: bool = False,
 ) -> Posting:
-    """The gamer pays the price; the peer earns it less the fee (held in escrow while checks are pending)."""
+    """The gamer pays the price once; the peers whose results were accepted share the earnings (a quorum
+    pair splits them, the remainder micro-dollar going to the first) and the coordinator keeps the fee.
+    With ``escrow`` the earnings wait in the peers' escrow accounts until an audit releases them."""
+    if not peer_ids:
+        raise LedgerError(f"task {task_id}: a peer-billed task needs at least one peer")
     earned, fee = tariff.split(price_micro_usd)
-    peer_side = escrow_account(peer_id) if escrow else peer_account(peer_id)
+    share, remainder = divmod(earned, len(peer_ids))
+    entries = [Entry(gamer_account(gamer_id), -price_micro_usd, "task charge")]
+    for i, peer_id in enumerate(peer_ids):
+        account = escrow_account(peer_id) if escrow else peer_account(peer_id)
+        entries.append(Entry(account, share + (remainder if i == 0 else 0), "task earnings"))
+    entries.append(Entry(FEES_ACCOUNT, fee, "coordinator fee"))
+    return Posting(key=f"charge:{task_id}", task_id=task_id, entries=tuple(entries))
+
+
+def earnings_of(posting: Posting, peer_id: str) -> int:
+    return sum(e.amount_micro_usd for e in posting.entries
+               if e.account in (peer_account(peer_id), escrow_account(peer_id)))
+
+
+def forfeit(*, key: str, account: str, amount_micro_usd: int, reason: str) -> Posting:
+    """A banned peer's unpaid balance goes to the coordinator's forfeits account."""
     return Posting(
-        key=f"charge:{task_id}",
-        task_id=task_id,
+        key=key,
+        task_id=None,
         entries=(
-            Entry(gamer_account(gamer_id), -price_micro_usd, "task charge"),
-            Entry(peer_side, earned, "task earnings"),
-            Entry(FEES_ACCOUNT, fee, "coordinator fee"),
+            Entry(account, -amount_micro_usd, f"forfeited: {reason}"),
+            Entry(FORFEITS_ACCOUNT, amount_micro_usd, f"forfeited: {reason}"),
         ),
     )
 

@@ -104,6 +104,8 @@ class TaskEntry:
     # Replicas that must agree before the result is accepted (quorum); 1 = a single attempt.
     replicas: int = 1
     attempts_failed: int = 0
+    # Replicas that came back and wait for their partners (quorum).
+    returned: int = 0
     excluded: set[str] = field(default_factory=set)
     live: set[str] = field(default_factory=set)
     queued: bool = False
@@ -252,7 +254,31 @@ class Scheduler:
         task = self.tasks.get(attempt.task_id)
         if task is not None:
             task.live.discard(attempt_id)
+            task.returned += 1
+            task.excluded.add(attempt.peer_id)  # its partner must come from someone else
         return self._drain(now)
+
+    def add_replica(self, task_id: str, now: float) -> list[Decision]:
+        """Ask for one more copy of the task on a peer of another owner (quorum)."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return []
+        task.replicas += 1
+        task.hedged = True  # a quorum task already runs twice: no hedge on top
+        if not task.queued:
+            self._enqueue(task, front=True)
+        return self._drain(now)
+
+    def drop_replicas(self, task_id: str) -> None:
+        """Stop looking for partners: the coordinator checks the returned replica itself."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            task.replicas = len(task.live) + task.returned
+            task.queued = False
+
+    def waiting_for_replica(self, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        return task is not None and (bool(task.live) or task.queued)
 
     def attempt_failed(self, attempt_id: str, now: float, *, blame_peer: bool = True) -> list[Decision]:
         """The peer reported an error, returned an invalid result, or timed out."""
@@ -378,8 +404,11 @@ class Scheduler:
         task.excluded.add(attempt.peer_id)
         if blame_peer:
             task.attempts_failed += 1
-        if task.live:
-            return []  # another replica or hedge is still running
+        if task.live or task.returned:
+            # Another replica or hedge is still out, or came back and waits for a partner: find a new one.
+            if task.returned + len(task.live) < task.replicas and not task.queued:
+                self._enqueue(task, front=True)
+            return []
         if task.attempts_failed >= self._max_attempts:
             decisions: list[Decision] = [RunFallback(task.task_id, "attempts exhausted")]
             return decisions + self._finish(task)
@@ -389,11 +418,13 @@ class Scheduler:
     def _best_peer(self, task: TaskEntry, avoid: set[str]) -> PeerState | None:
         best: PeerState | None = None
         best_score = 0.0
+        # Replicas must come from different owners and networks, or they could agree on a lie together.
         avoid_owners = {self.peers[p].owner for p in avoid if p in self.peers}
+        avoid_networks = {self.peers[p].network for p in avoid if p in self.peers and self.peers[p].network}
         for peer in self.peers.values():
             if peer.free_slots <= 0 or task.kind not in peer.kinds or peer.peer_id in avoid:
                 continue
-            if task.replicas > 1 and peer.owner in avoid_owners:
+            if task.replicas > 1 and (peer.owner in avoid_owners or (peer.network and peer.network in avoid_networks)):
                 continue
             latency = peer.latency_ms.get(task.kind, DEFAULT_LATENCY_MS)
             # A busy peer shares its cores among more tasks: expect it to be slower in proportion.
@@ -420,10 +451,9 @@ class Scheduler:
             task = self.tasks.get(task_id)
             if task is None or not task.queued:
                 continue
-            started = self._start_replicas(task, now)
-            if started:
+            decisions += self._start_replicas(task, now)
+            if len(task.live) + task.returned >= task.replicas:
                 task.queued = False
-                decisions += started
             else:
                 waiting.append(task_id)
         # Tasks no free peer could take keep their place, ahead of those not yet looked at.
@@ -434,12 +464,12 @@ class Scheduler:
         avoid = set(task.excluded)
         avoid.update(self.attempts[a].peer_id for a in task.live)
         picks: list[PeerState] = []
-        for _ in range(task.replicas - len(task.live)):
+        for _ in range(task.replicas - len(task.live) - task.returned):
             peer = self._best_peer(task, avoid | {p.peer_id for p in picks})
             if peer is None:
                 break
             picks.append(peer)
-        if len(picks) + len(task.live) < task.replicas and not (task.replicas > 1 and picks):
+        if not picks:
             return []
-        # A quorum task that can find only one peer starts with one; its partner is sought later.
+        # A quorum task that finds only one peer starts with it; its partner is sought on later events.
         return [self._start(task, peer, now) for peer in picks]

@@ -15,6 +15,7 @@ import logging
 import secrets
 import signal
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from p2c2r import protocol as p
+from p2c2r.cloud.admission import Admission, AdmissionLimits
 from p2c2r.cloud.coordinator import Coordinator
+from p2c2r.cloud.gate import Gate
 from p2c2r.cloud.http import HttpRoutes
 from p2c2r.cloud.store import Store
 from p2c2r.console import Console
@@ -32,10 +35,17 @@ from p2c2r.network_config import (
     DEFAULT_DB_PATH,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    FREE_ALLOWANCE_MICRO_USD,
     HANDSHAKE_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_MISSES_ALLOWED,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_IN_FLIGHT_PER_GAMER,
     MAX_MESSAGE_BYTES,
+    MAX_QUEUED_TASKS,
+    SUBMIT_BURST,
+    SUBMIT_RATE_PER_S,
 )
 
 log = logging.getLogger(__name__)
@@ -52,9 +62,18 @@ class ServerSettings:
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_misses_allowed: int = HEARTBEAT_MISSES_ALLOWED
-    # Limits
+    idle_timeout_s: float | None = IDLE_TIMEOUT_S
+    # Limits (None: no limit); see cloud/gate.py and cloud/admission.py
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_queued: int | None = MAX_QUEUED_TASKS
+    max_in_flight_per_gamer: int | None = MAX_IN_FLIGHT_PER_GAMER
+    submit_rate_per_s: float | None = SUBMIT_RATE_PER_S
+    submit_burst: int = SUBMIT_BURST
+    max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS
     fallback_workers: int = 1
+    # Access: open (trust on first use, with a one-time free allowance) or closed (allow-list only)
+    closed: bool = False
+    free_allowance_micro_usd: int = FREE_ALLOWANCE_MICRO_USD
     # Transport
     certfile: str | None = None
     keyfile: str | None = None
@@ -69,6 +88,7 @@ class WsSession:
         self.client_id = client_id
         self.name = name
         self.role = role
+        self.last_recv = time.monotonic()  # the idle timeout's clock (cloud/gate.py)
         remote = ws.remote_address
         self.address = str(remote[0]) if remote else "?"
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -89,6 +109,10 @@ class WsSession:
         except websockets.ConnectionClosed:
             self.closed = True
 
+    def kick(self, close_code: int, reason: str) -> None:
+        """Close from synchronous code (e.g. a ban): queued messages go out first."""
+        asyncio.get_running_loop().create_task(self.close(close_code, reason))
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.closed = True
         self._outbox.put_nowait(None)
@@ -102,7 +126,16 @@ class CoordinatorServer:
         self.settings = settings
         self.console = console or Console()
         self.store = Store(settings.db_path, synchronous=settings.synchronous)
-        self.coordinator = Coordinator(self.store, console=self.console, fallback_workers=settings.fallback_workers)
+        self.coordinator = Coordinator(self.store, console=self.console, fallback_workers=settings.fallback_workers,
+                                       max_queued=settings.max_queued)
+        self.coordinator.admission = Admission(
+            AdmissionLimits(settings.max_in_flight_per_gamer, settings.submit_rate_per_s, settings.submit_burst),
+            balance_of=lambda gamer_id: self.store.balance(f"gamer:{gamer_id}"))
+        self.gate = Gate(self.store, self.coordinator, closed=settings.closed,
+                         free_allowance_micro_usd=settings.free_allowance_micro_usd,
+                         max_connections_per_address=settings.max_connections_per_address,
+                         idle_timeout_s=settings.idle_timeout_s)
+        self._idle: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self._sessions: dict[str, WsSession] = {}
         self._monitor: asyncio.Task[None] | None = None
@@ -134,6 +167,7 @@ class CoordinatorServer:
             # message gets a readable Error instead, and the connection survives.
             max_size=2 * self.settings.max_message_bytes,
             process_request=self.http,
+            process_response=self.gate.process_response,  # the identity challenge, connections per address
             ping_interval=max(self.settings.heartbeat_interval_s * 5, 5.0),
             ping_timeout=max(self.settings.heartbeat_interval_s * 10, 10.0),
             compression=None,
@@ -142,10 +176,13 @@ class CoordinatorServer:
         )
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_heartbeats())
         self._summary = asyncio.get_running_loop().create_task(self._print_summaries())
+        self._idle = asyncio.get_running_loop().create_task(self.gate.watch_idle(self._sessions, self._drop))
         scheme = "wss" if self.settings.certfile else "ws"
         self.console.banner("☁️  P2C2R CLOUD COORDINATOR")
-        self.console.line(f"🌐 Server started on {self.settings.host}:{self.port} ({scheme}://, http:// on the same port)")
+        self.console.line(f"🌐 Server started on {self.settings.host}:{self.port} ({scheme}://, {'https' if scheme == 'wss' else 'http'}:// on the same port)")
         self.console.line(f"💾 Database: {self.settings.db_path} (storing all computations)")
+        self.console.line("🔒 Closed: only keys on the allow-list may join (p2c2r admin add)" if self.settings.closed
+                          else "🔓 Open: any new key may join (trust on first use)")
         if first_start:
             self.console.line(f"🔑 Admin token (shown once; also in the database): {self.coordinator.admin_token}")
         self.console.line("")
@@ -162,11 +199,12 @@ class CoordinatorServer:
         return True
 
     async def stop(self) -> None:
-        for task in (self._monitor, self._summary):
+        for task in (self._monitor, self._summary, self._idle):
             if task is not None:
                 task.cancel()
         if self._server is not None:
             self._server.close(close_connections=False)
+            await self.http.close()
             for session in list(self._sessions.values()):
                 await session.close(p.CLOSE_SHUTTING_DOWN, "coordinator shutting down")
             await self._server.wait_closed()
@@ -179,25 +217,36 @@ class CoordinatorServer:
     # Connections ------------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if ws.request is not None and ws.request.path.split("?", 1)[0] == "/live":  # the dashboard's feed
+            await self.http.serve_live(ws)
+            return
         hello = await self._read_hello(ws)
         if hello is None:
             return
-        client_id = self._identify(hello)
+        client_id = await self.gate.authenticate(ws, hello)  # signature, pinned key, allow-list
+        if client_id is None:
+            return
+        if hello.role == "peer" and self.coordinator.is_banned(client_id):
+            await self._refuse(ws, p.CLOSE_BANNED, "banned", "this peer is banned for returning invalid results")
+            return
         previous = self._sessions.get(client_id)
         if previous is not None:  # the same client reconnected before we noticed it left
-            await self._drop(previous, "replaced by a new connection")
+            await self._drop(previous, "replaced by a new connection with the same key", p.CLOSE_REPLACED)
         session = WsSession(ws, client_id, hello.name, hello.role)
         self._sessions[client_id] = session
         session.send(p.Welcome(client_id, p.PROTOCOL_VERSION, self.settings.heartbeat_interval_s,
                                self.settings.max_message_bytes))
         try:
             if hello.role == "peer":
-                await self.store.upsert_peer(client_id, hello.name)
+                await self.store.upsert_peer(client_id, hello.name, hello.public_key)
                 self.coordinator.peer_joined(session, slots=hello.slots, kinds=hello.kinds)
             else:
-                await self.store.upsert_gamer(client_id, hello.name)
+                await self.store.upsert_gamer(client_id, hello.name, hello.public_key)
+                await self.gate.admit_gamer(client_id)
                 self.coordinator.gamer_joined(session)
             await self._serve(session)
+        except websockets.ConnectionClosed:
+            pass  # the peer or gamer went away (or was kicked): clean up below
         finally:
             if self._sessions.get(client_id) is session:
                 del self._sessions[client_id]
@@ -241,15 +290,11 @@ class CoordinatorServer:
             await ws.send(p.encode(p.Error(code, message[:2000])))
             await ws.close(close_code, message[:120])
 
-    def _identify(self, hello: p.Hello) -> str:
-        if hello.resume_id and hello.resume_id.startswith(f"{hello.role}_"):
-            return hello.resume_id
-        return f"{hello.role}_{secrets.token_hex(6)}"
-
     async def _serve(self, session: WsSession) -> None:
         coordinator = self.coordinator
         is_peer = session.role == "peer"
         async for frame in session.ws:
+            session.last_recv = time.monotonic()
             try:
                 msg = p.decode_from_client(frame, max_bytes=self.settings.max_message_bytes)
             except RemoteProtocolError as exc:

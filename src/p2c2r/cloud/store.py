@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_posting ON ledger(posting_key, account);
 CREATE INDEX IF NOT EXISTS ledger_account ON ledger(account);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Closed mode: who may join. An entry is a client id (peer_..., gamer_...) or a public key in hex.
+CREATE TABLE IF NOT EXISTS allowlist (entry TEXT PRIMARY KEY, label TEXT NOT NULL DEFAULT '', added_at REAL NOT NULL);
 """
 
 
@@ -366,7 +368,8 @@ class Store:
         return self.write(
             lambda conn: conn.execute(
                 "INSERT INTO peers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
+                "public_key = COALESCE(peers.public_key, excluded.public_key)",
                 (peer_id, name, public_key, now, now),
             )
         )
@@ -376,7 +379,8 @@ class Store:
         return self.write(
             lambda conn: conn.execute(
                 "INSERT INTO gamers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
+                "public_key = COALESCE(gamers.public_key, excluded.public_key)",
                 (gamer_id, name, public_key, now, now),
             )
         )
@@ -438,6 +442,9 @@ class Store:
         rows = self._read("SELECT name, banned, ban_reason FROM peers WHERE id = ?", (peer_id,))
         return rows[0] if rows else None
 
+    def banned_peers(self) -> list[tuple[str, str, str]]:
+        return self._read("SELECT id, name, COALESCE(ban_reason, '') FROM peers WHERE banned = 1 ORDER BY id")
+
     def trust_rows(self, peer_id: str | None = None) -> list[tuple[str, str, int, int, int]]:
         if peer_id is None:
             return self._read("SELECT peer_id, kind, consecutive_valid, total_valid, total_invalid FROM trust")
@@ -460,6 +467,16 @@ class Store:
 
     def task_counts(self) -> dict[str, int]:
         return {state: n for state, n in self._read("SELECT state, COUNT(*) FROM tasks GROUP BY state")}
+
+    def gamer_count(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM gamers")[0][0])
+
+    def gamer_summaries(self, limit: int = 500) -> list[tuple[str, str, int]]:
+        """(id, name, tasks submitted) of the most recently seen gamers: the admin's view on the dashboard."""
+        return self._read(
+            "SELECT g.id, g.name, (SELECT COUNT(*) FROM tasks t WHERE t.gamer_id = g.id) FROM gamers g "
+            "ORDER BY g.last_seen DESC LIMIT ?", (limit,)
+        )
 
     def cache_entries(self, now: float) -> int:
         return int(self._read("SELECT COUNT(*) FROM results WHERE expires_at > ?", (now,))[0][0])
