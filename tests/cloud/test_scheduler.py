@@ -9,6 +9,7 @@ from p2c2r.cloud.scheduler import CancelAttempt, Dispatch, FailTask, RunFallback
 
 def make(**kw) -> Scheduler:
     counter = itertools.count(1)
+    kw.setdefault("peer_queue_per_slot", 0)  # most rules are easier to see with no peer-side queue
     return Scheduler(new_attempt_id=lambda: f"a{next(counter)}", **kw)
 
 
@@ -150,3 +151,15 @@ def test_duplicate_peer_is_refused():
     s.add_peer("p1", slots=1, kinds=["physics"], now=0.0)
     with pytest.raises(ValueError):
         s.add_peer("p1", slots=1, kinds=["physics"], now=0.0)
+
+
+def test_peers_hold_a_short_queue_and_idle_peers_are_preferred():
+    s = make(peer_queue_per_slot=2)
+    s.add_peer("p1", slots=1, kinds=["physics"], now=0.0)
+    out = [dispatches(s.submit(f"t{i}", "physics", now=0.0, deadline_at=100.0)) for i in range(4)]
+    assert [len(d) for d in out] == [1, 1, 1, 0]  # 1 slot + 2 queued, the 4th waits centrally
+    assert s.queue_depth == 1
+    out = dispatches(s.add_peer("p2", slots=1, kinds=["physics"], now=0.1))
+    assert [d.peer_id for d in out] == ["p2"]
+    d = dispatches(s.submit("t9", "physics", now=0.2, deadline_at=100.0))
+    assert d[0].peer_id == "p2"  # p1 already has 3 tasks ahead, p2 only 1

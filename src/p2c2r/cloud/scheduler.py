@@ -85,13 +85,16 @@ class PeerState:
     kinds: frozenset[str]
     owner: str
     network: str
+    # Tasks it may hold at once: its slots plus a short queue, so that the next task is already there
+    # when a slot frees (the network round trip overlaps with compute instead of adding to it).
+    capacity: int = 0
     running: set[str] = field(default_factory=set)
     latency_ms: dict[str, float] = field(default_factory=dict)
     done: int = 0
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.running)
+        return self.capacity - len(self.running)
 
 
 @dataclass(slots=True)
@@ -129,11 +132,13 @@ class Scheduler:
         max_attempts: int = 3,
         max_queued: int | None = 100_000,
         hedging: bool = True,
+        peer_queue_per_slot: int = 3,
     ) -> None:
         self._new_attempt_id = new_attempt_id
         self._max_attempts = max_attempts
         self._max_queued = max_queued
         self._hedging = hedging
+        self._peer_queue_per_slot = peer_queue_per_slot
         self.peers: dict[str, PeerState] = {}
         self.tasks: dict[str, TaskEntry] = {}
         self.attempts: dict[str, AttemptEntry] = {}
@@ -184,7 +189,8 @@ class Scheduler:
     ) -> list[Decision]:
         if peer_id in self.peers:
             raise ValueError(f"peer {peer_id} is already connected")
-        peer = PeerState(peer_id, slots, frozenset(kinds), owner or peer_id, network)
+        peer = PeerState(peer_id, slots, frozenset(kinds), owner or peer_id, network,
+                         capacity=slots * (1 + self._peer_queue_per_slot))
         self.peers[peer_id] = peer
         self._free_slots += peer.free_slots
         return self._drain(now)
@@ -427,7 +433,8 @@ class Scheduler:
             if task.replicas > 1 and (peer.owner in avoid_owners or (peer.network and peer.network in avoid_networks)):
                 continue
             latency = peer.latency_ms.get(task.kind, DEFAULT_LATENCY_MS)
-            # A busy peer shares its cores among more tasks: expect it to be slower in proportion.
+            # Expected finish: its latency for the kind, stretched by the work already ahead of this task
+            # (running beyond its slots means waiting in its queue).
             score = latency * (1.0 + len(peer.running) / max(peer.slots, 1))
             if best is None or score < best_score or (score == best_score and peer.peer_id < best.peer_id):
                 best, best_score = peer, score
