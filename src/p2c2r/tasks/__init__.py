@@ -28,13 +28,7 @@ KIND_MODULES: tuple[str, ...] = (
 def registry() -> Mapping[str, TaskKind]:
     kinds: dict[str, TaskKind] = {}
     for module_name in KIND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while kernels land; made strict before release
-            if exc.name != module_name:
-                raise
-            continue
-        kind = TaskKind.from_module(module)
+        kind = TaskKind.from_module(importlib.import_module(module_name))
         kinds[kind.name] = kind
     return MappingProxyType(kinds)
 
