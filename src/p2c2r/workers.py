@@ -184,6 +184,9 @@ class WorkerPool:
         worker = _Worker(self._ctx, self._memory_limit)
         self._workers.append(worker)
         self._loop.add_reader(worker.conn.fileno(), self._on_readable, worker)
+        # uvloop makes a watched fd non-blocking; multiprocessing's framing needs blocking reads and writes
+        # (an answer larger than the pipe buffer arrives in pieces). Readiness still comes from the loop.
+        os.set_blocking(worker.conn.fileno(), True)
 
     def _on_readable(self, worker: _Worker) -> None:
         try:

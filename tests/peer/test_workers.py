@@ -74,3 +74,20 @@ async def test_workers_run_under_memory_and_cpu_limits():
         assert cpu[3] != "unlimited" and int(cpu[3]) <= 60  # moved to "used + budget" for each job
     finally:
         await pool.close()
+
+
+def test_large_answers_cross_the_pipe_under_uvloop():
+    """uvloop makes watched fds non-blocking; answers bigger than the pipe buffer must still arrive whole."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> list[bool]:
+        pool = WorkerPool(1, memory_limit_bytes=None)
+        await pool.start()
+        try:
+            rng = random.Random(5)
+            jobs = [msgspec.msgpack.encode(get_kind("rt_reflections").example(rng, "large")) for _ in range(4)]
+            return [(await pool.run("rt_reflections", job, timeout_s=60)).ok for job in jobs]
+        finally:
+            await pool.close()
+
+    assert uvloop.run(run()) == [True] * 4
