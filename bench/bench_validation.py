@@ -31,14 +31,14 @@ from tests.procs import ProcessSet  # noqa: E402
 KINDS = ("ai_pathfinding", "ai_npc_dialogue", "physics", "rt_reflections")
 
 
-async def load(url: str, count: int, seed: int) -> None:
+async def load(url: str, count: int, seed: int, size: str) -> None:
     rng = random.Random(seed)
     sem = asyncio.Semaphore(16)
     async with GamerClient(url, name=f"bench_{seed}") as client:
         async def one(i: int) -> None:
             kind = KINDS[i % len(KINDS)]
             async with sem:
-                await client.submit(kind, get_kind(kind).example(rng, "small"), deadline_ms=60_000)
+                await client.submit(kind, get_kind(kind).example(rng, size), deadline_ms=60_000)
 
         await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -49,7 +49,8 @@ def overhead(before: dict, after: dict) -> dict:
     return {**d, "overhead_share": extra / d["useful_compute_ms"] if d["useful_compute_ms"] else float("nan")}
 
 
-def scenario(root: Path, cheat: str | None, tasks: int, warmup: int) -> dict:
+def scenario(root: Path, cheat: str | None, tasks: int, warmup: int, size: str) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
     ps = ProcessSet(root)
     try:
         cloud = ps.cloud(extra=["--quiet"])
@@ -58,9 +59,9 @@ def scenario(root: Path, cheat: str | None, tasks: int, warmup: int) -> dict:
         if cheat:
             ps.peer(cloud, f"cheat_{cheat}", extra=["--quiet", "--cheat", cheat])
         cloud.wait_for_peers(3 if cheat else 2, 120)
-        asyncio.run(load(cloud.url, warmup, 1))
+        asyncio.run(load(cloud.url, warmup, 1, size))
         before = cloud.stats()["validation"]
-        asyncio.run(load(cloud.url, tasks, 2))
+        asyncio.run(load(cloud.url, tasks, 2, size))
         after = cloud.stats()["validation"]
         row = {"scenario": f"cheater: {cheat}" if cheat else "honest peers, steady state", **overhead(before, after)}
         if cheat:
@@ -82,12 +83,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=800)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--size", choices=["small", "large"], default="large",
+                        help="task size: 'large' is the game-sized work of the kernel benchmarks")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(scenario(Path(tmp) / "honest", None, args.tasks, args.warmup))
+        rows.append(scenario(Path(tmp) / "honest", None, args.tasks, args.warmup, args.size))
         for mode in MODES:
-            rows.append(scenario(Path(tmp) / mode, mode, args.tasks // 2, 0))
+            rows.append(scenario(Path(tmp) / mode, mode, args.tasks // 2, 0, args.size))
     print_table("Validation overhead (extra compute / useful compute) and cheater detection", rows,
                 ["scenario", "useful_compute_ms", "replica_compute_ms", "coordinator_check_ms", "verify_ms",
                  "overhead_share", "detection_rate", "tasks_until_banned"])

@@ -10,7 +10,7 @@ verifiers that re-render random crops), tuned to millisecond deadlines:
    is settled by the coordinator's own computation, and the wrong side is penalised.
 3. Adaptive trust, per (peer, kind): consecutive valid results. Below ``quorum_run`` every task is
    replicated; past it, a task goes unreplicated with a probability that rises with the run
-   (``1 - quorum_run / run``). One invalid result resets the run.
+   (``1 - (quorum_run / run)²``). One invalid result resets the run.
 4. Audits: the coordinator recomputes a random share of unreplicated accepted results; the share falls as
    the run grows and never goes below ``audit_floor``. The peer's earnings wait in escrow meanwhile.
 5. Bans: ``ban_after_invalid`` invalid results (over all kinds) ban the peer; the ban is kept in SQLite
@@ -31,6 +31,8 @@ from p2c2r.tasks.base import TaskKind, Verdict
 class Checked:
     verdict: Verdict
     output: Any = None  # the typed output, when it parsed and verified
+    # The verifier itself failed: a fault of ours, not evidence against the peer.
+    internal_error: bool = False
 
 
 def check_output(kind: TaskKind, inp: Any, raw_output: Any, rng: random.Random) -> Checked:
@@ -43,7 +45,7 @@ def check_output(kind: TaskKind, inp: Any, raw_output: Any, rng: random.Random) 
     try:
         verdict = kind.verify(inp, output, rng)
     except Exception as exc:
-        return Checked(Verdict.reject(f"output could not be verified: {type(exc).__name__}: {exc}"))
+        return Checked(Verdict.reject(f"the verifier failed: {type(exc).__name__}: {exc}"), internal_error=True)
     return Checked(verdict, output if verdict.ok else None)
 
 
@@ -72,7 +74,7 @@ class ValidationPolicy:
     # Consecutive valid results a peer needs before any of its work goes unreplicated.
     quorum_run: int = 10
     # Audit share right after the quorum run; it then falls as 1/run, down to the floor.
-    audit_start: float = 0.25
+    audit_start: float = 0.1
     audit_floor: float = 0.02
     # Invalid results, over all kinds, that get a peer banned.
     ban_after_invalid: int = 3
@@ -85,7 +87,9 @@ class ValidationPolicy:
         run = record.consecutive_valid
         if run < self.quorum_run:
             return True
-        return rng.random() < self.quorum_run / run
+        # Falls with the square of the run: a long honest record soon earns almost all work unreplicated,
+        # while a fresh run (e.g. right after an invalid result) is still checked heavily.
+        return rng.random() < (self.quorum_run / run) ** 2
 
     def audit_probability(self, record: TrustRecord) -> float:
         run = max(record.consecutive_valid, self.quorum_run, 1)
