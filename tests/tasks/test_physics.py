@@ -1,0 +1,516 @@
+"""Tests of the ``physics`` task kind: solver behaviour, verify's power and limits, input and output checks."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2c2r.errors import TaskInputError, TaskOutputError
+from p2c2r.tasks import get_kind
+from p2c2r.tasks import physics as phys
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def step(raw: dict) -> tuple[phys.Input, phys.Output]:
+    inp = phys.parse_input(raw)
+    return inp, phys.compute(inp)
+
+
+def state(out: phys.Output) -> dict[str, np.ndarray]:
+    return {field: np.frombuffer(getattr(out, field), dtype="<f8") for field in phys._STATE_FIELDS}
+
+
+def output_from(columns: dict[str, np.ndarray]) -> phys.Output:
+    return phys.Output(**{f: np.asarray(columns[f], dtype="<f8").tobytes() for f in phys._STATE_FIELDS})
+
+
+def next_input(raw: dict, out: phys.Output) -> dict:
+    """The raw input of the following step (the output state fed back, packed columns as they came)."""
+    return {**raw, **{f: getattr(out, f) for f in phys._STATE_FIELDS}}
+
+
+def two_balls(gap: float, speed: float, restitution: float, *, mass: float = 1.0) -> dict:
+    """Two equal balls on the x axis approaching head-on, no gravity, no friction, no walls."""
+    return {
+        "x": [0.0, 1.0 + gap],
+        "y": [0.0, 0.0],
+        "vx": [speed, -speed],
+        "vy": [0.0, 0.0],
+        "radius": [0.5, 0.5],
+        "mass": [mass, mass],
+        "restitution": restitution,
+        "friction": 0.0,
+        "gravity": [0.0, 0.0],
+    }
+
+
+def scattered_scene(rng: random.Random, n: int, *, box: bool = True, gravity: float = -9.81) -> dict:
+    """Non-overlapping circles on a jittered grid, moving; a sparse scene of small islands."""
+    columns = max(1, int(math.sqrt(n)))
+    spacing = 1.6
+    xs, ys, radii = [], [], []
+    for k in range(n):
+        radius = rng.uniform(0.2, 0.45)
+        xs.append(1.0 + (k % columns) * spacing + rng.uniform(-0.2, 0.2))
+        ys.append(1.0 + (k // columns) * spacing + rng.uniform(-0.2, 0.2))
+        radii.append(radius)
+    raw = {
+        "x": xs,
+        "y": ys,
+        "vx": [rng.uniform(-4, 4) for _ in range(n)],
+        "vy": [rng.uniform(-4, 4) for _ in range(n)],
+        "angular_velocity": [rng.uniform(-3, 3) for _ in range(n)],
+        "radius": radii,
+        "mass": [rng.uniform(0.5, 2.0) for _ in range(n)],
+        "restitution": [rng.choice([0.0, 0.5, 1.0]) for _ in range(n)],
+        "friction": 0.4,
+        "gravity": [0.0, gravity],
+        "dt": 1.0 / 60.0,
+        "substeps": 4,
+    }
+    if box:
+        raw["world"] = {
+            "min_x": 0.0,
+            "min_y": 0.0,
+            "max_x": columns * spacing + 1.5,
+            "max_y": (n // columns + 1) * spacing + 1.5,
+        }
+    return raw
+
+
+# --- the solver -------------------------------------------------------------------------------------------
+
+
+def test_free_fall_matches_v_equals_g_t() -> None:
+    raw = {
+        "x": [0.0],
+        "y": [100.0],
+        "vx": [2.0],
+        "vy": [1.0],
+        "radius": [0.5],
+        "mass": [1.0],
+        "dt": 1 / 60,
+        "substeps": 4,
+    }
+    inp = phys.parse_input(raw)
+    for _ in range(30):  # half a second
+        out = phys.compute(inp)
+        inp = phys.parse_input(next_input(raw, out))
+    s = state(out)
+    t, g, h = 0.5, -9.81, 1 / 240
+    assert s["vx"][0] == pytest.approx(2.0, abs=1e-12)
+    assert s["vy"][0] == pytest.approx(1.0 + g * t, rel=1e-12)
+    # semi-implicit Euler: y = y0 + vy0 t + g h^2 k (k + 1) / 2 over k = 120 sub-steps
+    assert s["y"][0] == pytest.approx(100.0 + 1.0 * t + g * h * h * 120 * 121 / 2, rel=1e-12)
+    assert s["x"][0] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_head_on_elastic_equal_masses_swap_velocities() -> None:
+    _, out = step(two_balls(gap=0.01, speed=1.0, restitution=1.0))
+    s = state(out)
+    assert s["vx"] == pytest.approx([-1.0, 1.0], abs=1e-9)
+    assert s["vy"] == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_head_on_with_restitution_zero_stops() -> None:
+    _, out = step(two_balls(gap=0.01, speed=1.0, restitution=0.0))
+    s = state(out)
+    assert s["vx"] == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert s["x"][1] - s["x"][0] >= 1.0 - 1e-9  # they meet and stay touching, no overlap
+
+
+def test_fast_bodies_do_not_tunnel() -> None:
+    raw = two_balls(gap=0.5, speed=200.0, restitution=0.0)  # would pass through each other in one step
+    _, out = step(raw)
+    s = state(out)
+    assert s["x"][1] - s["x"][0] >= 1.0 - 0.02
+
+
+def test_body_resting_on_the_floor_does_not_sink() -> None:
+    raw = {
+        "x": [5.0], "y": [0.5], "radius": [0.5], "mass": [1.0], "restitution": 0.5,
+        "world": {"min_x": 0.0, "min_y": 0.0, "max_x": 10.0, "max_y": 10.0},
+    }  # fmt: skip
+    inp = phys.parse_input(raw)
+    for _ in range(300):  # five seconds
+        out = phys.compute(inp)
+        inp = phys.parse_input(next_input(raw, out))
+    s = state(out)
+    assert s["y"][0] == pytest.approx(0.5, abs=1e-9)
+    assert abs(s["vy"][0]) < 1e-9 and s["x"][0] == pytest.approx(5.0)
+
+
+def test_stack_settles_without_sinking() -> None:
+    n = 6
+    raw = {
+        "x": [2.0] * n, "y": [0.5 + k for k in range(n)], "radius": [0.5] * n, "mass": [1.0] * n,
+        "world": {"min_x": 0.0, "min_y": 0.0, "max_x": 4.0, "max_y": 10.0}, "substeps": 8,
+    }  # fmt: skip
+    inp = phys.parse_input(raw)
+    for _ in range(120):
+        out = phys.compute(inp)
+        inp = phys.parse_input(next_input(raw, out))
+    s = state(out)
+    gaps = np.diff(s["y"]) - 1.0
+    assert gaps.min() > -0.02  # at most 2% of a radius deep
+    assert s["y"][0] == pytest.approx(0.5, abs=1e-9)
+    assert np.abs(s["vy"]).max() < 0.5
+
+
+def test_static_bodies_do_not_move() -> None:
+    raw = {
+        "x": [0.0, 0.05], "y": [0.0, 1.2], "vy": [0.0, -3.0], "radius": [0.5, 0.5], "mass": [0.0, 1.0],
+        "angle": [0.7, 0.0], "restitution": 0.5,
+    }  # fmt: skip
+    inp = phys.parse_input(raw)
+    for _ in range(20):
+        out = phys.compute(inp)
+        inp = phys.parse_input(next_input(raw, out))
+        s = state(out)
+        assert (s["x"][0], s["y"][0], s["vx"][0], s["vy"][0], s["angle"][0]) == (0.0, 0.0, 0.0, 0.0, 0.7)
+    assert s["y"][1] > 0.9  # the ball bounced off or rests on the peg, never through it
+
+
+def test_momentum_is_conserved_without_gravity_or_walls() -> None:
+    rng = random.Random(5)
+    n = 40
+    raw = {
+        "x": [rng.uniform(0, 6) for _ in range(n)],
+        "y": [rng.uniform(0, 6) for _ in range(n)],  # crowded: many collisions and overlaps
+        "vx": [rng.uniform(-3, 3) for _ in range(n)],
+        "vy": [rng.uniform(-3, 3) for _ in range(n)],
+        "radius": [rng.uniform(0.2, 0.5) for _ in range(n)],
+        "mass": [rng.uniform(0.5, 3) for _ in range(n)],
+        "restitution": 0.7,
+        "friction": 0.5,
+        "gravity": [0.0, 0.0],
+    }
+    inp, out = step(raw)
+    mass = np.array(raw["mass"])
+    s = state(out)
+    for axis in ("vx", "vy"):
+        before = float(mass @ np.array(raw[axis]))
+        after = float(mass @ s[axis])
+        assert after == pytest.approx(before, abs=1e-9 * float(mass @ np.abs(np.array(raw[axis]))))
+
+
+def test_thrust_accelerates() -> None:
+    raw = {
+        "x": [0.0],
+        "y": [0.0],
+        "radius": [1.0],
+        "mass": [2.0],
+        "thrust_x": [4.0],
+        "gravity": [0.0, 0.0],
+        "dt": 0.1,
+    }
+    _, out = step(raw)
+    assert state(out)["vx"][0] == pytest.approx(0.2, rel=1e-12)  # a = 4 / 2 for 0.1 s
+
+
+def test_bodies_stay_inside_the_world_box() -> None:
+    rng = random.Random(2)
+    raw = scattered_scene(rng, 30)
+    raw["vx"] = [rng.uniform(-60, 60) for _ in range(30)]  # fast, into the walls
+    inp, out = step(raw)
+    s, r, w = state(out), np.array(raw["radius"]), raw["world"]
+    assert np.all(s["x"] - r >= w["min_x"] - 1e-12) and np.all(s["x"] + r <= w["max_x"] + 1e-12)
+    assert np.all(s["y"] - r >= w["min_y"] - 1e-12) and np.all(s["y"] + r <= w["max_y"] + 1e-12)
+
+
+def test_compute_is_deterministic_and_wire_forms_agree() -> None:
+    raw = phys.example(random.Random(3), "small")
+    inp = phys.parse_input(raw)
+    packed = phys.parse_input(
+        {
+            k: (np.asarray(v, dtype="<f8").tobytes() if isinstance(v, list) and k not in ("gravity",) else v)
+            for k, v in raw.items()
+        }
+    )
+    first, second, third = phys.compute(inp), phys.compute(inp), phys.compute(packed)
+    assert first == second == third
+    assert phys.agree(first, third)
+
+
+def test_examples_are_valid_and_sized() -> None:
+    small = phys.parse_input(phys.example(random.Random(1), "small"))
+    large = phys.parse_input(phys.example(random.Random(1), "large"))
+    assert len(small.x) // 8 == 50 and len(large.x) // 8 == 1000
+    assert large.dt == pytest.approx(1 / 60)
+    msgspec.json.encode(phys.example(random.Random(1)))  # builtins only
+    with pytest.raises(ValueError):
+        phys.example(random.Random(1), "huge")
+
+
+def test_registered_as_a_task_kind() -> None:
+    kind = get_kind("physics")
+    assert kind.name == phys.NAME and kind.tolerance_note
+
+
+# --- verify: accepts honest work --------------------------------------------------------------------------
+
+
+@st.composite
+def scenes(draw: st.DrawFn) -> dict:
+    n = draw(st.integers(1, 24))
+    box = draw(st.booleans())
+    width = draw(st.floats(3.0, 12.0))
+    coordinate = st.floats(0.0, width)
+    radius = st.floats(0.05, 1.0)
+    radii = draw(st.lists(radius, min_size=n, max_size=n))
+    masses = draw(st.lists(st.one_of(st.just(0.0), st.floats(0.1, 50.0)), min_size=n, max_size=n))
+    speed = st.floats(-20.0, 20.0)
+    moving = [m > 0 for m in masses]
+    raw = {
+        "x": draw(st.lists(coordinate, min_size=n, max_size=n)),
+        "y": draw(st.lists(coordinate, min_size=n, max_size=n)),
+        "vx": [v if mv else 0.0 for v, mv in zip(draw(st.lists(speed, min_size=n, max_size=n)), moving)],
+        "vy": [v if mv else 0.0 for v, mv in zip(draw(st.lists(speed, min_size=n, max_size=n)), moving)],
+        "angular_velocity": [
+            w if mv else 0.0 for w, mv in zip(draw(st.lists(speed, min_size=n, max_size=n)), moving)
+        ],
+        "radius": [min(r, width / 2.0) for r in radii] if box else radii,
+        "mass": masses,
+        "restitution": draw(st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n)),
+        "friction": draw(st.floats(0.0, 2.0)),
+        "gravity": [0.0, draw(st.sampled_from([0.0, -9.81, -50.0]))],
+        "dt": draw(st.sampled_from([1 / 240, 1 / 60, 1 / 30, 0.1])),
+        "substeps": draw(st.integers(1, 16)),
+        "iterations": draw(st.integers(1, 8)),
+    }
+    if box:
+        raw["world"] = {
+            "min_x": 0.0,
+            "min_y": 0.0,
+            "max_x": width,
+            "max_y": width,
+            "restitution": draw(st.floats(0, 1)),
+        }
+    return raw
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=scenes(), seed=st.integers(0, 2**32), steps=st.integers(0, 2))
+def test_verify_accepts_honest_results(raw: dict, seed: int, steps: int) -> None:
+    inp, out = step(raw)
+    for _ in range(steps):  # later steps start from the overlaps and speeds the first one produced
+        raw = next_input(raw, out)
+        inp, out = step(raw)
+    verdict = phys.verify(inp, out, random.Random(seed))
+    assert verdict, verdict.reason
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_verify_accepts_honest_results_on_the_examples(seed: int) -> None:
+    for size in ("small", "large"):
+        inp, out = step(phys.example(random.Random(seed), size))
+        assert phys.verify(inp, out, random.Random(seed)), size
+
+
+# --- verify: rejects corrupted outputs --------------------------------------------------------------------
+
+SCENES = {
+    "small example": lambda: phys.example(random.Random(11), "small"),
+    "scattered 200": lambda: scattered_scene(random.Random(12), 200),
+    "scattered 60, no walls": lambda: scattered_scene(random.Random(13), 60, box=False),
+}
+
+
+@pytest.fixture(params=sorted(SCENES))
+def honest(request: pytest.FixtureRequest) -> tuple[phys.Input, phys.Output]:
+    return step(SCENES[request.param]())
+
+
+def assert_rejected(inp: phys.Input, bad: phys.Output, tries: int = 10) -> None:
+    for seed in range(tries):
+        verdict = phys.verify(inp, bad, random.Random(seed))
+        assert not verdict, f"accepted with rng seed {seed}"
+        assert verdict.reason
+
+
+def test_rejects_random_values(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, out = honest
+    n = len(out.x) // 8
+    rng = np.random.default_rng(1)
+    assert_rejected(inp, output_from({f: rng.uniform(-50, 50, n) for f in phys._STATE_FIELDS}))
+
+
+def test_rejects_the_unchanged_input_state(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, _ = honest
+    assert_rejected(
+        inp,
+        phys.Output(
+            x=inp.x, y=inp.y, vx=inp.vx, vy=inp.vy, angle=inp.angle, angular_velocity=inp.angular_velocity
+        ),
+    )
+
+
+def test_rejects_fewer_substeps(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, _ = honest
+    assert_rejected(inp, phys.compute(msgspec.structs.replace(inp, substeps=1)))
+
+
+@pytest.mark.parametrize("field", ["x", "vy", "angular_velocity"])
+def test_rejects_a_perturbed_subset_of_bodies(honest: tuple[phys.Input, phys.Output], field: str) -> None:
+    inp, out = honest
+    s = {f: v.copy() for f, v in state(out).items()}
+    n = len(s["x"])
+    chosen = random.Random(4).sample(range(n), max(1, n // 10))
+    s[field][chosen] += 0.05  # a few centimetres or centimetres per second
+    assert_rejected(inp, output_from(s))
+
+
+def test_rejects_a_stale_result_of_another_input(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, out = honest
+    moved = msgspec.structs.replace(
+        inp, vx=(np.frombuffer(inp.vx) + 0.5).tobytes()
+    )  # same scene, other input
+    assert_rejected(inp, phys.compute(moved))
+    assert_rejected(moved, out)
+
+
+def test_rejects_a_truncated_output(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, out = honest
+    short = phys.Output(**{f: getattr(out, f)[:-8] for f in phys._STATE_FIELDS})
+    verdict = phys.verify(inp, short, random.Random(0))
+    assert not verdict and "bodies per column" in verdict.reason
+    one_short = msgspec.structs.replace(out, vy=out.vy[:-8])
+    assert not phys.verify(inp, one_short, random.Random(0))
+
+
+def test_rejects_nan_in_output(honest: tuple[phys.Input, phys.Output]) -> None:
+    inp, out = honest
+    s = {f: v.copy() for f, v in state(out).items()}
+    s["vx"][len(s["vx"]) // 2] = math.nan
+    bad = output_from(s)
+    verdict = phys.verify(inp, bad, random.Random(0))
+    assert not verdict and "finite" in verdict.reason
+    with pytest.raises(TaskOutputError) as caught:
+        phys.parse_output(msgspec.to_builtins(bad))
+    assert caught.value.field.startswith("vx[")
+
+
+def test_rejects_a_lazy_peer_on_the_large_ball_pit() -> None:
+    inp, out = step(phys.example(random.Random(21), "large"))
+    lazy = phys.Output(
+        x=inp.x, y=inp.y, vx=inp.vx, vy=inp.vy, angle=inp.angle, angular_velocity=inp.angular_velocity
+    )
+    assert_rejected(inp, lazy, tries=5)
+    assert phys.verify(inp, out, random.Random(0))
+
+
+# --- agree ------------------------------------------------------------------------------------------------
+
+
+def test_agree() -> None:
+    inp, out = step(phys.example(random.Random(8), "small"))
+    assert phys.agree(out, phys.compute(inp))
+    s = {f: v.copy() for f, v in state(out).items()}
+    s["y"][3] += 1e-6
+    assert not phys.agree(out, output_from(s))
+    assert not phys.agree(out, phys.Output(**{f: getattr(out, f)[:-8] for f in phys._STATE_FIELDS}))
+    s["y"][3] = math.nan
+    assert not phys.agree(output_from(s), output_from(s))
+
+
+# --- parse_input ------------------------------------------------------------------------------------------
+
+
+def base_input(n: int = 3) -> dict:
+    return {"x": [float(i) for i in range(n)], "y": [0.0] * n, "radius": [0.4] * n, "mass": [1.0] * n}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"x": [0.0] * 5001, "y": [0.0] * 5001, "radius": [0.4] * 5001, "mass": [1.0] * 5001}, "x"),
+        ({"x": []}, "x"),
+        ({"y": [0.0, math.nan, 0.0]}, "y[1]"),
+        ({"vx": [0.0, 0.0, math.inf]}, "vx[2]"),
+        ({"radius": [0.4, -0.4, 0.4]}, "radius[1]"),
+        ({"radius": [0.4, 0.0, 0.4]}, "radius[1]"),
+        ({"mass": [1.0, 1.0, -2.0]}, "mass[2]"),
+        ({"mass": [1.0, 1e-9, 1.0]}, "mass[1]"),
+        ({"mass": [1.0, 1.0]}, "mass"),
+        ({"restitution": [0.5, 1.5, 0.5]}, "restitution[1]"),
+        ({"friction": -1.0}, "friction[0]"),
+        ({"x": [0.0, 1e7, 2.0]}, "x[1]"),
+        ({"x": [0.0, "one", 2.0]}, "x[1]"),
+        ({"x": {"0": 1.0}}, "x"),
+        ({"x": b"\x00" * 12}, "x"),
+        ({"vy": b"\x00" * 16}, "vy"),
+        ({"dt": 0.0}, "dt"),
+        ({"dt": 0.5}, "dt"),
+        ({"dt": math.nan}, "dt"),
+        ({"substeps": 0}, "substeps"),
+        ({"substeps": 17}, "substeps"),
+        ({"iterations": 99}, "iterations"),
+        ({"gravity": [0.0, math.inf]}, "gravity.y"),
+        ({"gravity": [0.0]}, "gravity"),
+        ({"mass": [0.0, 1.0, 1.0], "vx": [1.0, 0.0, 0.0]}, "vx[0]"),
+        ({"thrust_x": [0.0, 5e6, 0.0]}, "thrust_x[1]"),
+        ({"world": {"min_x": 0.0, "min_y": 0.0, "max_x": -1.0, "max_y": 5.0}}, "world"),
+        ({"world": {"min_x": 0.5, "min_y": -1.0, "max_x": 5.0, "max_y": 5.0}}, "x[0]"),
+        ({"world": {"min_x": -1.0, "min_y": 1.0, "max_x": 3.0, "max_y": -0.5}}, "world"),
+        ({"world": {"min_x": -1.0, "min_y": -0.5, "max_x": 3.0, "max_y": 0.2}}, "radius[0]"),
+        (
+            {"world": {"min_x": -1, "min_y": -1, "max_x": 3, "max_y": 3, "friction": math.nan}},
+            "world.friction",
+        ),
+        ({"colour": "red"}, "input"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(change: dict, field: str) -> None:
+    with pytest.raises(TaskInputError) as caught:
+        phys.parse_input({**base_input(), **change})
+    assert caught.value.field == field, caught.value
+    assert caught.value.problem
+
+
+@pytest.mark.parametrize("raw", [None, 3, "physics", [], {"x": None}, {"x": [1.0]}])
+def test_garbage_input_is_refused(raw: object) -> None:
+    with pytest.raises(TaskInputError):
+        phys.parse_input(raw)
+
+
+def test_input_forms_are_normalised_to_packed_columns() -> None:
+    inp = phys.parse_input({**base_input(), "restitution": 0.3, "vx": (np.arange(3.0)).tobytes()})
+    assert np.frombuffer(inp.restitution).tolist() == [0.3] * 3
+    assert np.frombuffer(inp.vx).tolist() == [0.0, 1.0, 2.0]
+    assert np.frombuffer(inp.friction).tolist() == [phys.DEFAULT_FRICTION] * 3
+    assert all(isinstance(getattr(inp, f), bytes) for f in phys._BODY_ROWS)
+
+
+# --- parse_output -----------------------------------------------------------------------------------------
+
+
+def test_parse_output_round_trip() -> None:
+    _, out = step(base_input())
+    assert phys.parse_output(msgspec.msgpack.decode(msgspec.msgpack.encode(out))) == out
+    as_lists = {f: np.frombuffer(getattr(out, f)).tolist() for f in phys._STATE_FIELDS}
+    assert phys.parse_output(as_lists) == out
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"x": b"\x00" * 8}, "input"),
+        ({f: b"\x00" * 8 for f in phys._STATE_FIELDS} | {"vy": b"\x00" * 9}, "vy"),
+        ({f: b"\x00" * 8 for f in phys._STATE_FIELDS} | {"vy": b"\x00" * 16}, "vy"),
+        ({f: [0.0] for f in phys._STATE_FIELDS} | {"angle": [math.inf]}, "angle[0]"),
+        ({f: [0.0] for f in phys._STATE_FIELDS} | {"x": ["a"]}, "x[0]"),
+        ({f: [0.0] * 5001 for f in phys._STATE_FIELDS}, "x"),
+        ({f: [0.0] for f in phys._STATE_FIELDS} | {"extra": 1}, "input"),
+    ],
+)
+def test_bad_output_is_refused_naming_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(TaskOutputError) as caught:
+        phys.parse_output(raw)
+    assert caught.value.field == field, caught.value
