@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +13,10 @@ import pytest
 from tests.procs import CloudProcess, PeerProcess, ProcessSet
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# Identity keys made by in-process clients go to a throwaway folder, never to the user's ~/.config/p2c2r.
+if "P2C2R_KEY_DIR" not in os.environ:
+    os.environ["P2C2R_KEY_DIR"] = tempfile.mkdtemp(prefix="p2c2r-test-keys-")
+    atexit.register(shutil.rmtree, os.environ["P2C2R_KEY_DIR"], True)
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 

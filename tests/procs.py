@@ -58,7 +58,8 @@ class Proc:
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Identity keys of the test's peers and gamers stay in the test's folder, never in ~/.config.
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "P2C2R_KEY_DIR": str(log_path.parent / "keys"), **(env or {})}
         self.popen = subprocess.Popen([sys.executable, "-m", "p2c2r.cli", *args], stdout=self._log,
                                       stderr=subprocess.STDOUT, cwd=REPO, env=full_env)
 

@@ -1,4 +1,4 @@
-"""``p2c2r cloud|peer|gamer|demo``: one console command; the seed's run_*.py scripts wrap it."""
+"""``p2c2r cloud|peer|gamer|demo|test-network``: one console command; the seed's run_*.py scripts wrap it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from p2c2r import logs
 from p2c2r.console import Console
@@ -28,6 +29,9 @@ def _add_cloud_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="connect with wss:// (TLS), verifying the certificate")
     parser.add_argument("--cafile", help="CA certificate to verify the coordinator with (default: system store)")
     parser.add_argument("--name", help="a label shown to the coordinator (default: the host name)")
+    parser.add_argument("--key", metavar="PATH",
+                        help="this client's identity key, made on first use (default: <role>-<name>.key in "
+                             "$P2C2R_KEY_DIR or ~/.config/p2c2r)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument("--certfile", help="TLS certificate (serves wss:// and https://)")
     cloud.add_argument("--keyfile", help="TLS private key")
     cloud.add_argument("--heartbeat-interval", type=float, default=None, help="seconds between peer heartbeats")
+    from p2c2r import admin
+
+    admin.add_cloud_arguments(cloud)
     _add_common(cloud)
 
     peer = sub.add_parser("peer", help="contribute compute as a peer")
@@ -65,13 +72,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=300)
     demo.add_argument("--db", default=None, help="database (default: a temporary file)")
     _add_common(demo)
+
+    from p2c2r.game.options import add_game_arguments
+
+    game = sub.add_parser("game", help="the space shooter whose enemy AI, reflections, physics and NPC lines run on the network")
+    add_game_arguments(game)
+    _add_common(game)
+    admin.add_admin_parser(sub)
+
+    from p2c2r import netcheck
+
+    check = sub.add_parser("test-network", help="check a running network from this device, or --simulate one here")
+    netcheck.add_arguments(check)
+    _add_common(check)
     return parser
+
+
+def _run(coro: Any) -> Any:
+    """asyncio.run on uvloop where it is installed (it roughly halves per-message overhead), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "admin":
+        from p2c2r.admin import run_admin
+
+        return run_admin(args)
     logs.configure(args.log_level)
     console = Console(quiet=args.quiet)
+    from p2c2r.identity import IdentityError
+
     try:
         if args.command == "cloud":
             return _cloud(args, console)
@@ -83,8 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from p2c2r.demo import run_demo
 
             return run_demo(port=args.port, frames=args.frames, db=args.db, quiet=args.quiet)
+        if args.command == "game":
+            from p2c2r.game.app import run_game
+
+            return run_game(args)
+        if args.command == "test-network":
+            from p2c2r.netcheck import run_from_args
+
+            return run_from_args(args)
     except KeyboardInterrupt:
         return 130
+    except IdentityError as exc:
+        print(f"❌ {exc}", file=sys.stderr)
+        return 1
     return 2
 
 
@@ -93,10 +139,13 @@ def _cloud(args: argparse.Namespace, console: Console) -> int:
 
     settings = ServerSettings(host=args.host, port=args.port, db_path=args.db, fallback_workers=args.fallback_workers,
                               certfile=args.certfile, keyfile=args.keyfile)
+    from p2c2r.admin import apply_cloud_arguments
+
+    apply_cloud_arguments(args, settings)
     if args.heartbeat_interval:
         settings.heartbeat_interval_s = args.heartbeat_interval
     try:
-        asyncio.run(run_coordinator(settings, console=console))
+        _run(run_coordinator(settings, console=console))
     except OSError as exc:
         print(f"❌ Could not start the coordinator on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -118,7 +167,7 @@ def _peer(args: argparse.Namespace, console: Console) -> int:
         tamper = make_tamperer(args.cheat)
         console.line(f"⚠️  CHEAT MODE '{args.cheat}': this peer returns bad results on purpose (demonstration)")
     settings = PeerSettings(url=_url(args), name=args.name or f"peer_{socket.gethostname()}", slots=args.slots,
-                            cafile=args.cafile, tamper=tamper)
+                            cafile=args.cafile, tamper=tamper, key_path=args.key)
 
     async def run() -> None:
         agent = PeerAgent(settings, console=console)
@@ -128,20 +177,22 @@ def _peer(args: argparse.Namespace, console: Console) -> int:
         await agent.run()
 
     try:
-        asyncio.run(run())
+        _run(run())
     except HandshakeError:
         return 1
     return 0
 
 
 def _gamer(args: argparse.Namespace, console: Console) -> int:
+    from p2c2r.errors import HandshakeError
     from p2c2r.gamer.session import SessionSettings, run_gamer_session
 
     settings = SessionSettings(frames=args.frames, fps=args.fps, seed=args.seed, json_output=args.json)
     try:
-        summary = asyncio.run(run_gamer_session(_url(args), name=args.name or f"gamer_{socket.gethostname()}",
-                                                settings=settings, console=console))
-    except (TimeoutError, ConnectionError) as exc:
+        summary = _run(run_gamer_session(_url(args), name=args.name or f"gamer_{socket.gethostname()}",
+                                                settings=settings, console=console, key_path=args.key,
+                                                cafile=args.cafile))
+    except (TimeoutError, ConnectionError, HandshakeError) as exc:
         print(f"❌ {exc}", file=sys.stderr)
         return 1
     return 0 if summary["failed"] == 0 else 3

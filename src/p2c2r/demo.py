@@ -14,8 +14,8 @@ STARTED = re.compile(r"Server started on [^:]+:(\d+)")
 
 
 class _Role:
-    def __init__(self, tag: str, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, tag: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.tag = tag
         self.proc = subprocess.Popen([sys.executable, "-m", "p2c2r.cli", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", env=env)
@@ -57,9 +57,11 @@ def run_demo(*, port: int = 0, frames: int = 300, db: str | None = None, quiet: 
             print("❌ the coordinator did not start", file=sys.stderr)
             return 1
         target = ["--cloud-ip", "127.0.0.1", "--cloud-port", str(cloud.port)]
+        keys = {"P2C2R_KEY_DIR": str(Path(tmp.name) / "keys")}  # throwaway identities for a throwaway network
         for i in (1, 2):
-            roles.append(_Role(f"[peer{i} ]", ["peer", *target, "--name", f"peer_laptop_00{i}", "--slots", "1", *extra]))
-        gamer = _Role("[gamer ]", ["gamer", *target, "--name", "gamer_pc_001", "--frames", str(frames), *extra])
+            roles.append(_Role(f"[peer{i} ]", ["peer", *target, "--name", f"peer_laptop_00{i}", "--slots", "1", *extra],
+                               keys))
+        gamer = _Role("[gamer ]", ["gamer", *target, "--name", "gamer_pc_001", "--frames", str(frames), *extra], keys)
         roles.append(gamer)
         code = gamer.proc.wait()
         return code

@@ -17,7 +17,7 @@ DEFAULT_DB_PATH = "results.db"
 # Timeouts
 HEARTBEAT_INTERVAL_S = 1.0
 # A peer silent for this many intervals is treated as gone and its work re-routed.
-HEARTBEAT_MISSES_ALLOWED = 3
+HEARTBEAT_MISSES_ALLOWED = 5
 HANDSHAKE_TIMEOUT_S = 10.0
 RECONNECT_BACKOFF_INITIAL_S = 0.2
 RECONNECT_BACKOFF_MAX_S = 10.0
@@ -29,6 +29,17 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_ATTEMPTS_PER_TASK = 3
 MAX_DEADLINE_MS = 10 * 60 * 1000
 MAX_QUEUED_TASKS = 100_000
+# Per gamer: tasks acknowledged and not yet answered, and Submit messages a second (a token bucket that
+# holds SUBMIT_BURST tokens and refills at SUBMIT_RATE_PER_S).
+MAX_IN_FLIGHT_PER_GAMER = 1024
+SUBMIT_RATE_PER_S = 1000.0
+SUBMIT_BURST = 2000
+# Open WebSocket connections from one IP address (an upgrade past it is answered HTTP 429).
+MAX_CONNECTIONS_PER_ADDRESS = 64
+# A connection that sends nothing for this long is closed (CLOSE_IDLE); gamers send a keepalive well
+# within it, peers send heartbeats every HEARTBEAT_INTERVAL_S.
+IDLE_TIMEOUT_S = 60.0
+GAMER_KEEPALIVE_S = 15.0
 
 # Money
 MICRO_USD_PER_USD = 1_000_000
@@ -37,6 +48,9 @@ COORDINATOR_FEE_BPS = 1_000  # 10.00 % of every peer-computed task, in basis poi
 CACHE_HIT_PRICE_BPS = 2_000
 # Cloud fallback is billed at the full price, all of it to the coordinator, which did the work.
 CLOUD_FALLBACK_PRICE_BPS = 10_000
+# Credit every new gamer gets once, on first join, from a coordinator in open mode ($1). Closed
+# coordinators give none: the operator credits gamers with ``p2c2r admin credit``.
+FREE_ALLOWANCE_MICRO_USD = 1_000_000
 
 # Results cache
 CACHE_TTL_S = 24 * 3600

@@ -1,7 +1,8 @@
 """The wire protocol: typed messages, encode/decode, limits, version, error and close codes. No I/O.
 
 Every frame is one binary WebSocket message holding one MessagePack map with a ``type`` tag. A connection
-opens with ``Hello`` (client) and ``Welcome`` or ``Error`` + close (coordinator). Afterwards:
+opens with ``Hello`` (client), signed over the nonce the coordinator sent in the upgrade response
+(``p2c2r.identity``), and ``Welcome`` or ``Error`` + close (coordinator). Afterwards:
 
     gamer -> coordinator   Submit, Fetch, StatsRequest, Heartbeat
     coordinator -> gamer   Ack, Result, Error, Stats
@@ -35,6 +36,8 @@ CLOSE_AUTH_FAILED = 4005
 CLOSE_BANNED = 4006
 CLOSE_TOO_MANY_CONNECTIONS = 4007
 CLOSE_IDLE = 4008
+# Another connection signed in with the same key (two processes share one key file): not retried.
+CLOSE_REPLACED = 4009
 CLOSE_SHUTTING_DOWN = 1001
 
 # Error codes carried in Error.code
@@ -55,6 +58,8 @@ E_OVERLOADED = "overloaded"
 E_RATE_LIMITED = "rate_limited"
 E_INSUFFICIENT_FUNDS = "insufficient_funds"
 E_NOT_ASSIGNED = "not_assigned"
+E_TOO_MANY_IN_FLIGHT = "too_many_in_flight"
+E_AUTH_FAILED = "auth_failed"
 E_INTERNAL = "internal"
 
 Name = Annotated[str, Meta(min_length=1, max_length=64)]
@@ -77,7 +82,7 @@ class Hello(_Msg, tag="hello"):
     role: str  # validated against Role by the handshake so that the close code can say "unknown role"
     protocol: int
     name: Name
-    # A client that reconnects sends the id it was given, to collect the work it left behind.
+    # Ignored by the coordinator: a client's id is derived from its public key (p2c2r.identity), never claimed.
     resume_id: Id | None = None
     # Peer capabilities
     slots: Annotated[int, Meta(ge=0, le=256)] = 0

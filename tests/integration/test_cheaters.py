@@ -8,7 +8,6 @@ import asyncio
 import random
 import sqlite3
 
-
 from p2c2r.gamer.client import GamerClient
 from p2c2r.peer.cheats import MODES
 from p2c2r.tasks import get_kind

@@ -11,6 +11,7 @@ import websockets
 from p2c2r import protocol as p
 from p2c2r.gamer.client import GamerClient
 from p2c2r.tasks import get_kind
+from tests.identity_helpers import signed_hello
 from tests.procs import scaled
 
 GAMER_NAME = "gamer_with_a_very_recognisable_name"
@@ -20,8 +21,8 @@ async def test_peers_never_see_gamer_identity(procs):
     cloud = procs.cloud()
     frames: list[bytes] = []
     async with websockets.connect(cloud.url) as peer_ws:
-        await peer_ws.send(p.encode(p.Hello(role="peer", protocol=p.PROTOCOL_VERSION, name="spy_peer", slots=4,
-                                            kinds=["ai_npc_dialogue"])))
+        await peer_ws.send(p.encode(signed_hello(peer_ws, role="peer", name="spy_peer", slots=4,
+                                                 kinds=["ai_npc_dialogue"])))
         welcome = p.decode_from_server(await peer_ws.recv())
         assert isinstance(welcome, p.Welcome)
 

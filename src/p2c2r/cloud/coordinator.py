@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Recent events kept for the dashboard's feed.
 EVENT_FEED_LENGTH = 200
+# Earnings news is batched per peer over this long.
+EARNINGS_FLUSH_S = 0.05
 # Tasks with deadlines this short are worth a hedged second copy when they run late.
 LATENCY_CRITICAL_MS = 1000
 
@@ -97,6 +99,9 @@ class PeerLink:
     last_seen: float
     earned_micro_usd: int = 0
     completed: int = 0
+    unreported_micro_usd: int = 0
+    last_attempt_id: str = ""
+    earnings_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True)
@@ -160,8 +165,9 @@ class Coordinator:
         self._clock = clock
         # Spot checks must be unpredictable to peers: seed from the OS unless a test pins it.
         self.rng = rng or random.Random(secrets.randbits(64))
-        self.boot_id = secrets.token_hex(3)
+        self.boot_id = secrets.token_hex(4)
         self._attempt_seq = 0
+        self._task_seq = 0
         self.scheduler = Scheduler(new_attempt_id=self._new_attempt_id, max_attempts=max_attempts, max_queued=max_queued)
         self.fallback_pool = WorkerPool(fallback_workers)
         self.tasks: dict[str, ActiveTask] = {}
@@ -184,6 +190,11 @@ class Coordinator:
         # Per-gamer submit rate, tasks in flight and balance; the server installs the configured one.
         self.admission = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=None, enforce_balance=False))
 
+    def _new_task_id(self) -> str:
+        # Unique across restarts thanks to the boot id; cheaper than asking the OS for randomness per task.
+        self._task_seq += 1
+        return f"t{self.boot_id}{self._task_seq:x}"
+
     def _new_attempt_id(self) -> str:
         self._attempt_seq += 1
         return f"a{self.boot_id}{self._attempt_seq:x}"
@@ -191,6 +202,7 @@ class Coordinator:
     # Lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(_warm_up_verifiers)
         await self.fallback_pool.start()
         await self._resume_unfinished()
         self._spawn(self._purge_cache_forever())
@@ -293,10 +305,6 @@ class Coordinator:
         if key in self._by_client:  # a resubmission of a task still in progress: acknowledge again
             gamer.send(p.Ack(msg.task_id, state=self.tasks[self._by_client[key]].state.value))
             return
-        stored = self.store.task_by_client_id(gamer.client_id, msg.task_id)
-        if stored is not None:
-            self._answer_from_row(gamer, stored)
-            return
         try:
             kind = get_kind(msg.kind)
             inp = kind.parse_input(msg.input)
@@ -307,7 +315,7 @@ class Coordinator:
         terms = terms_for(kind.name)
         deadline_ms = msg.deadline_ms or terms.deadline_ms
         task = ActiveTask(
-            task_id=secrets.token_hex(8),
+            task_id=self._new_task_id(),
             gamer_id=gamer.client_id,
             client_task_id=msg.task_id,
             kind=kind,
@@ -328,10 +336,26 @@ class Coordinator:
         row = TaskRow(task.task_id, gamer.client_id, msg.task_id, kind.name, canonical, task.cache_key,
                       task.price_micro_usd, deadline_ms, time.time(), TaskState.QUEUED.value)
         cached = self.store.cached_output(task.cache_key, time.time())
+        insert = self.store.add_task(row)
+        if cached is None:
+            # A peer may start before the row is durable: nothing is promised to the gamer until the Ack
+            # below, and the single writer commits this row before any result of the task.
+            self.counters.cache_misses += 1
+            self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
+                                              deadline_at=task.submitted_mono + deadline_ms / 1000.0,
+                                              latency_critical=deadline_ms <= LATENCY_CRITICAL_MS))
         try:
-            await self.store.add_task(row)
+            await insert
         except StoreError as exc:
+            task.finishing = True
+            self._apply(self.scheduler.task_done(task.task_id, self._clock()))
             self._untrack(task)
+            self.counters.submitted -= 1
+            stored = self.store.task_by_client_id(gamer.client_id, msg.task_id)
+            if stored is not None:  # the id was used before (a resubmission after a reconnect): answer it
+                self._answer_from_row(gamer, stored)
+                return
+            self.counters.submitted += 1
             gamer.send(p.Error(p.E_INTERNAL, f"the task could not be stored, nothing was charged: {exc}", task_id=msg.task_id))
             return
         gamer.send(p.Ack(msg.task_id))
@@ -339,11 +363,6 @@ class Coordinator:
             self.counters.cache_hits += 1
             self.console.task_line("   ⚡ Answered from cache (no peer work)")
             self._spawn(self._complete(task, cached, source="cache"))
-            return
-        self.counters.cache_misses += 1
-        self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
-                                          deadline_at=task.submitted_mono + deadline_ms / 1000.0,
-                                          latency_critical=deadline_ms <= LATENCY_CRITICAL_MS))
 
     def fetch(self, gamer: Session, msg: p.Fetch) -> None:
         task_id = self._by_client.get((gamer.client_id, msg.task_id))
@@ -383,6 +402,12 @@ class Coordinator:
         checked = check_output(task.kind, task.input, msg.output, self.rng)
         self.counters.verify_ms += (time.perf_counter() - started) * 1000.0
         now = self._clock()
+        if checked.internal_error:
+            log.error("verifying %s from peer %s failed on our side: %s", task.kind.name, peer.client_id,
+                      checked.verdict.reason)
+            self.store.finish_attempt(msg.attempt_id, "unverifiable", checked.verdict.reason)
+            self._apply(self.scheduler.attempt_failed(msg.attempt_id, now, blame_peer=False))
+            return
         if not checked.verdict.ok:
             self.store.finish_attempt(msg.attempt_id, "invalid", checked.verdict.reason)
             self._penalise(peer.client_id, task.kind.name, checked.verdict.reason,
@@ -430,10 +455,9 @@ class Coordinator:
             self._spawn(self._arbitrate(task, "no independent peer for a second replica"))
 
     async def _authoritative_output(self, task: ActiveTask) -> tuple[bytes, Any] | None:
-        started = self._clock()
         outcome = await self.fallback_pool.run(task.kind.name, task.input_bytes,
                                                timeout_s=max(5.0, task.deadline_ms / 1000.0))
-        self.counters.coordinator_check_ms += (self._clock() - started) * 1000.0
+        self.counters.coordinator_check_ms += outcome.compute_ms
         if not outcome.ok:
             log.error("coordinator could not compute task %s for checking: %s", task.task_id, outcome.message)
             return None
@@ -489,6 +513,19 @@ class Coordinator:
         self._event("audit_failed", peer=payee.peer_id, kind=task.kind.name)
         self._penalise(payee.peer_id, task.kind.name, "an audit recomputed the task and got a different result",
                        evidence=f"attempt {payee.attempt_id} of task {task.task_id}")
+
+    def _tell_earnings(self, link: PeerLink, attempt_id: str, earned: int) -> None:
+        """Earnings reach the peer in one message per ``EARNINGS_FLUSH_S``: at high task rates a message
+        per task would cost the coordinator a socket write each for a console line."""
+        link.unreported_micro_usd += earned
+        link.last_attempt_id = attempt_id
+        if link.earnings_timer is None:
+            def flush() -> None:
+                link.earnings_timer = None
+                link.session.send(p.Earned(link.last_attempt_id, link.unreported_micro_usd, link.earned_micro_usd))
+                link.unreported_micro_usd = 0
+
+            link.earnings_timer = asyncio.get_running_loop().call_later(EARNINGS_FLUSH_S, flush)
 
     # Trust ------------------------------------------------------------------------------------------
 
@@ -549,6 +586,8 @@ class Coordinator:
     def peer_error(self, peer: Session, msg: p.PeerError) -> None:
         attempt = self.scheduler.attempts.get(msg.attempt_id)
         if attempt is None or attempt.peer_id != peer.client_id:
+            self.counters.not_assigned += 1
+            peer.send(p.Error(p.E_NOT_ASSIGNED, f"attempt {msg.attempt_id} is not assigned to you (cancelled or unknown)"))
             return
         task = self.tasks.get(attempt.task_id)
         self.store.finish_attempt(msg.attempt_id, "error", f"{msg.code}: {msg.message}")
@@ -600,9 +639,13 @@ class Coordinator:
             task.quorum = True
             self.counters.quorum_tasks += 1
             self._apply(self.scheduler.add_replica(task.task_id, self._clock()))
-        if len(task.peers_tried) > 1:
+        sched_task = self.scheduler.tasks.get(task.task_id)
+        if sched_task is not None and sched_task.attempts_failed and not decision.hedge:
             self.console.task_line(f"   ↪️  Re-routing {task.kind.name} to {link.session.name}")
             self._event("rerouted", kind=task.kind.name, peer=decision.peer_id, name=link.session.name)
+        elif len(task.peers_tried) > 1:
+            self.console.task_line(f"   ⧉ Second copy of {task.kind.name} to {link.session.name}"
+                                   f" ({'hedge' if decision.hedge else 'quorum replica'})")
         else:
             self.console.task_line(f"   → Routing to {link.session.name}")
 
@@ -708,7 +751,7 @@ class Coordinator:
                 self._spawn(self._audit(task, payee, earned))
             else:
                 link.earned_micro_usd += earned
-            link.session.send(p.Earned(payee.attempt_id, earned, link.earned_micro_usd))
+            self._tell_earnings(link, payee.attempt_id, earned)
         self.console.task_line(f"📤 Result ready: {task.kind.name} ({latency_ms:.0f}ms, {source})"
                                + (f" → Sent to {gamer.name}" if gamer else " (gamer away: kept for fetch)"))
         self._event("completed", kind=task.kind.name, source=source, latency_ms=round(latency_ms, 2))
@@ -760,13 +803,26 @@ class Coordinator:
     def summary_lines(self) -> list[str]:
         fees = self.store.balance(ledger.FEES_ACCOUNT)
         compute = self.store.balance(ledger.COMPUTE_ACCOUNT)
-        revenue = -sum(v for a, v in self.store.balances("gamer:").items())
+        # Charged to gamers = credit they were given (funding's negative balance) less what they still hold.
+        revenue = -(self.store.balance(ledger.FUNDING_ACCOUNT) + sum(v for a, v in self.store.balances("gamer:").items()))
         return [
             f"Network: {len(self.peers)} peer(s), {len(self.gamers)} gamer(s), {self.counters.completed} tasks completed"
             f" ({self.counters.cache_hits} from cache, {self.counters.fallbacks} cloud fallback, "
             f"{self.scheduler.queue_depth} queued)",
             f"Revenue: {money(revenue, 6)} (coordinator fee: {money(fees, 6)}, coordinator compute: {money(compute, 6)})",
         ]
+
+
+def _warm_up_verifiers() -> None:
+    """Run every kind's verify once at start, so that imports and JIT compilation (seconds for numba
+    kernels with a cold cache) do not happen inside the event loop on the first real result."""
+    rng = random.Random(0)
+    for kind in registry().values():
+        try:
+            inp = kind.parse_input(kind.example(rng, "small"))
+            kind.verify(inp, kind.compute(inp), rng)
+        except Exception:
+            log.exception("warm-up of %s failed", kind.name)
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:
@@ -781,7 +837,8 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
     now = time.time()
     balances = store.balances()
     peer_earned = {a.removeprefix("peer:"): v for a, v in balances.items() if a.startswith("peer:")}
-    charged = -sum(v for a, v in balances.items() if a.startswith("gamer:") and v < 0)
+    # What gamers paid for tasks: what left their accounts beyond the credit they were given.
+    charged = -(balances.get(ledger.FUNDING_ACCOUNT, 0) + sum(v for a, v in balances.items() if a.startswith("gamer:")))
     peers = []
     for peer_id, link in sorted(c.peers.items()):
         sched = c.scheduler.peers.get(peer_id)
@@ -824,6 +881,10 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
             "hedges": c.counters.hedges,
             "not_assigned": c.counters.not_assigned,
             "bans": c.counters.bans,
+            "useful_compute_ms": round(c.counters.useful_compute_ms, 3),
+            "replica_compute_ms": round(c.counters.replica_compute_ms, 3),
+            "coordinator_check_ms": round(c.counters.coordinator_check_ms, 3),
+            "verify_ms": round(c.counters.verify_ms, 3),
         },
         "banned_peers": [{"id": pid, "name": name, "reason": reason} for pid, name, reason in store.banned_peers()],
         "ledger": {
@@ -837,8 +898,8 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
     }
     if include_gamers:  # admin only: identities, task counts and spending per gamer
         stats["gamers"]["list"] = [
-            {"id": g, "name": name, "connected": g in c.gamers, "tasks": tasks,
-             "spent_micro_usd": -balances.get(ledger.gamer_account(g), 0)}
-            for g, name, tasks in store.gamer_summaries()
+            {"id": g, "name": name, "connected": g in c.gamers, "tasks": tasks, "spent_micro_usd": spent,
+             "balance_micro_usd": balances.get(ledger.gamer_account(g), 0)}
+            for g, name, tasks, spent in store.gamer_summaries()
         ]
     return stats

@@ -231,7 +231,8 @@ class CoordinatorServer:
             return
         previous = self._sessions.get(client_id)
         if previous is not None:  # the same client reconnected before we noticed it left
-            await self._drop(previous, "replaced by a new connection with the same key", p.CLOSE_REPLACED)
+            await self._drop(previous, "another connection signed in with this key: give each process its own --name or --key",
+                             p.CLOSE_REPLACED)
         session = WsSession(ws, client_id, hello.name, hello.role)
         self._sessions[client_id] = session
         session.send(p.Welcome(client_id, p.PROTOCOL_VERSION, self.settings.heartbeat_interval_s,
@@ -340,8 +341,15 @@ class CoordinatorServer:
 
     async def _monitor_heartbeats(self) -> None:
         silence = self.settings.heartbeat_interval_s * self.settings.heartbeat_misses_allowed
+        period = self.settings.heartbeat_interval_s / 2
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s / 2)
+            slept_from = loop.time()
+            await asyncio.sleep(period)
+            if loop.time() - slept_from > period + 1.0:
+                # The event loop itself stalled: heartbeats may be waiting unread in the sockets. Give the
+                # connections a round to catch up instead of dropping healthy peers as silent.
+                continue
             for session in self.coordinator.silent_peers(silence):
                 assert isinstance(session, WsSession)
                 await self._drop(session, f"silent for {silence:g} s", p.CLOSE_IDLE)

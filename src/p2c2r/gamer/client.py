@@ -18,20 +18,25 @@ import itertools
 import logging
 import random
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from p2c2r import protocol as p
+from p2c2r.endpoints import client_ssl_context
 from p2c2r.errors import HandshakeError, RemoteProtocolError, TaskFailed
 from p2c2r.gamer.transport import Connection, Transport, WebSocketTransport
-from p2c2r.network_config import RECONNECT_BACKOFF_INITIAL_S, RECONNECT_BACKOFF_MAX_S
+from p2c2r.identity import Identity
+from p2c2r.network_config import GAMER_KEEPALIVE_S, RECONNECT_BACKOFF_INITIAL_S, RECONNECT_BACKOFF_MAX_S
 
 log = logging.getLogger(__name__)
 
-PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED}
+PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED,
+                         p.CLOSE_REPLACED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +71,15 @@ class GamerClient:
         reconnect: bool = True,
         backoff_initial_s: float = RECONNECT_BACKOFF_INITIAL_S,
         backoff_max_s: float = RECONNECT_BACKOFF_MAX_S,
+        identity: Identity | None = None,
+        key_path: str | Path | None = None,
+        cafile: str | None = None,
     ) -> None:
         self.url = url
         self.name = name
-        self._transport = transport or WebSocketTransport()
+        # The gamer's key (made on first use; see p2c2r.identity): its account, its balance, its results.
+        self.identity = identity or Identity.for_role("gamer", name, key_path)
+        self._transport = transport or WebSocketTransport(ssl_context=client_ssl_context(url, cafile))
         self._reconnect = reconnect
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
@@ -114,13 +124,15 @@ class GamerClient:
 
     async def close(self) -> None:
         self._closed = True
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
+        # Stop the reader first (its cleanup closes the connection): closing under a pending recv makes
+        # websockets complain about an asynchronous generator still running.
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._runner
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(TaskFailed(pending.task_id, "client_closed", "the client was closed"))
@@ -186,6 +198,12 @@ class GamerClient:
         while not self._closed:
             try:
                 conn = await self._transport.connect(self.url)
+            except ssl.SSLCertVerificationError as exc:  # retrying cannot help: say so at once
+                self._fatal = ConnectionError(
+                    f"the TLS certificate of {self.url} could not be verified ({exc.verify_message}); "
+                    "pass the coordinator's CA certificate with --cafile")
+                self._fail_all("tls_verify_failed", str(self._fatal))
+                return
             except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure to connect is retried
                 log.info("connect to %s failed: %r", self.url, exc)
             else:
@@ -200,6 +218,12 @@ class GamerClient:
                         return
                 except Exception as exc:  # noqa: BLE001 - the link dropped; reconnect below
                     log.info("connection to %s lost: %r", self.url, exc)
+                    if getattr(getattr(exc, "rcvd", None), "code", None) == p.CLOSE_REPLACED:
+                        self._fatal = ConnectionError(
+                            f"another client signed in with this gamer's key ({self.identity.path}): give each "
+                            "running client its own --name or --key")
+                        self._fail_all("replaced", str(self._fatal))
+                        return
                 finally:
                     self._connected.clear()
                     self._conn = None
@@ -216,8 +240,12 @@ class GamerClient:
             backoff = min(backoff * 2, self._backoff_max_s)
 
     async def _handshake(self, conn: Connection) -> None:
+        nonce = getattr(conn, "challenge", None)  # from the upgrade response; see p2c2r.identity
+        signature = (self.identity.sign_handshake(nonce=nonce, role="gamer", protocol=p.PROTOCOL_VERSION)
+                     if nonce is not None else None)
         await conn.send(p.encode(p.Hello(role="gamer", protocol=p.PROTOCOL_VERSION, name=self.name,
-                                         resume_id=self.client_id)))
+                                         resume_id=self.client_id, public_key=self.identity.public_key,
+                                         signature=signature)))
         try:
             reply = p.decode_from_server(await asyncio.wait_for(conn.recv(), 15.0))
         except Exception as exc:
@@ -246,14 +274,25 @@ class GamerClient:
             await conn.send(frame)
 
     async def _read_loop(self, conn: Connection) -> None:
-        while True:
-            frame = await conn.recv()
-            try:
-                msg = p.decode_from_server(frame)
-            except RemoteProtocolError as exc:
-                log.warning("bad message from coordinator: %s", exc)
-                continue
-            self._on_message(msg)
+        keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
+        try:
+            while True:
+                frame = await conn.recv()
+                try:
+                    msg = p.decode_from_server(frame)
+                except RemoteProtocolError as exc:
+                    log.warning("bad message from coordinator: %s", exc)
+                    continue
+                self._on_message(msg)
+        finally:
+            keepalive.cancel()
+
+    async def _keepalive(self, conn: Connection) -> None:
+        # The coordinator closes connections that send nothing for its idle timeout; an idle game is not gone.
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(GAMER_KEEPALIVE_S)
+                await conn.send(p.encode(p.Heartbeat()))
 
     def _on_message(self, msg: Any) -> None:
         if isinstance(msg, p.Result):

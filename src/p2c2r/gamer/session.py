@@ -133,10 +133,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.line(f"Extra cost vs local GPU: ${-summary['savings_usd']:.4f} ({-share:.1f}% more expensive)")
 
 
-async def run_gamer_session(url: str, *, name: str, settings: SessionSettings, console: Console) -> dict[str, Any]:
+async def run_gamer_session(url: str, *, name: str, settings: SessionSettings, console: Console,
+                            key_path: str | None = None, cafile: str | None = None) -> dict[str, Any]:
     console.banner("🎮 P2C2R GAMER CLIENT")
+    client = GamerClient(url, name=name, key_path=key_path, cafile=cafile)
+    console.line(f"🔑 Identity: {client.identity.describe('gamer')}")
     console.line(f"🔌 Connecting to cloud at {url.split('://', 1)[-1]}...")
-    client = GamerClient(url, name=name)
     await client.connect(timeout_s=30)
     console.line("✅ Connected! Ready to offload compute.")
     console.line(f"💰 Prices: {', '.join(f'{k} {money(terms_for(k).price_micro_usd)}' for k, _, _ in WORK_PLAN)}")

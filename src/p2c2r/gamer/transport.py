@@ -1,7 +1,8 @@
 """The seam between the gamer client and the network (as httpx's transports).
 
 ``WebSocketTransport`` is the real one. Tests of game logic may hand the client any object with the same
-``connect`` coroutine, returning something with ``send``, ``recv`` and ``close``.
+``connect`` coroutine, returning something with ``send``, ``recv`` and ``close`` (and ``challenge``, the
+coordinator's nonce as bytes, to sign in to a real coordinator).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from p2c2r.identity import CHALLENGE_HEADER, parse_nonce
 from p2c2r.network_config import MAX_MESSAGE_BYTES
 
 
@@ -27,6 +29,8 @@ class Transport(Protocol):
 class _WsConnection:
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
+        # The coordinator's identity challenge, from the upgrade response (p2c2r.identity).
+        self.challenge = parse_nonce(ws.response.headers.get(CHALLENGE_HEADER)) if ws.response else None
 
     async def send(self, frame: bytes) -> None:
         await self._ws.send(frame)

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -26,6 +28,7 @@ from p2c2r import protocol as p
 from p2c2r.console import Console, money
 from p2c2r.endpoints import client_ssl_context
 from p2c2r.errors import HandshakeError, RemoteProtocolError
+from p2c2r.identity import CHALLENGE_HEADER, Identity, parse_nonce
 from p2c2r.network_config import (
     COORDINATOR_FEE_BPS,
     MAX_MESSAGE_BYTES,
@@ -38,7 +41,8 @@ from p2c2r.workers import JobOutcome, WorkerPool
 log = logging.getLogger(__name__)
 
 # Close codes after which reconnecting cannot help.
-PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED}
+PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED,
+                         p.CLOSE_REPLACED}
 # Extra time a worker gets past the task's deadline before it is killed as stuck.
 WORKER_GRACE_S = 2.0
 
@@ -51,6 +55,9 @@ class PeerSettings:
     name: str
     slots: int = 2
     cafile: str | None = None
+    # The peer's key (p2c2r.identity): None = the default file for its name, made on first run.
+    key_path: str | Path | None = None
+    identity: Identity | None = None
     # Timeouts
     backoff_initial_s: float = RECONNECT_BACKOFF_INITIAL_S
     backoff_max_s: float = RECONNECT_BACKOFF_MAX_S
@@ -68,6 +75,8 @@ class PeerAgent:
         self.settings = settings
         self.console = console or Console()
         self.pool = WorkerPool(settings.slots, memory_limit_bytes=settings.memory_limit_bytes)
+        # Earnings belong to this key: whoever holds it is this peer (p2c2r.identity).
+        self.identity = settings.identity or Identity.for_role("peer", settings.name, settings.key_path)
         self.peer_id: str | None = None
         self.earned_micro_usd = 0
         self.completed = 0
@@ -80,6 +89,7 @@ class PeerAgent:
 
     async def run(self) -> None:
         self.console.banner("💻 P2C2R PEER NODE")
+        self.console.line(f"🔑 Identity: {self.identity.describe('peer')}")
         await self.pool.start()
         backoff = self.settings.backoff_initial_s
         try:
@@ -104,6 +114,11 @@ class PeerAgent:
                         self.console.line(f"⛔ The coordinator refused this peer: {exc.message}")
                         raise
                     self.console.line(f"⚠️  Handshake failed: {exc.message}")
+                except ssl.SSLCertVerificationError as exc:  # retrying cannot help
+                    message = (f"the TLS certificate of {self.settings.url} could not be verified "
+                               f"({exc.verify_message}); pass the coordinator's CA certificate with --cafile")
+                    self.console.line(f"⛔ {message}")
+                    raise HandshakeError(message, close_code=1015, code="tls_verify_failed") from exc
                 except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                     log.info("connection failed: %r", exc)
                 finally:
@@ -133,9 +148,13 @@ class PeerAgent:
         )
 
     async def _handshake(self, ws: ClientConnection) -> None:
+        nonce = parse_nonce(ws.response.headers.get(CHALLENGE_HEADER)) if ws.response else None
+        signature = (self.identity.sign_handshake(nonce=nonce, role="peer", protocol=p.PROTOCOL_VERSION)
+                     if nonce is not None else None)
         await ws.send(p.encode(p.Hello(
             role="peer", protocol=p.PROTOCOL_VERSION, name=self.settings.name, resume_id=self.peer_id,
             slots=self.settings.slots, kinds=sorted(registry()), device=_device(),
+            public_key=self.identity.public_key, signature=signature,
         )))
         try:
             reply = p.decode_from_server(await asyncio.wait_for(ws.recv(), 10.0))

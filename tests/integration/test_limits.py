@@ -1,0 +1,133 @@
+"""Every limit has a setting, a clear answer (an error code or a close code) and a test; real coordinator processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
+
+from p2c2r import protocol as p
+from p2c2r.errors import TaskFailed
+from p2c2r.gamer.client import GamerClient
+from p2c2r.tasks import get_kind
+from tests.identity_helpers import sign_in
+from tests.procs import CloudProcess, ProcessSet, async_wait_until, scaled
+
+LONG_DEADLINE_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[CloudProcess]:
+    """No peers, so tasks stay in flight; small limits so that each is reached in a few messages."""
+    ps = ProcessSet(tmp_path_factory.mktemp("limited"))
+    try:
+        yield ps.cloud(extra=["--handshake-timeout", "0.5", "--idle-timeout", "1.5", "--max-message-bytes", "4096",
+                              "--max-in-flight", "3", "--submit-rate", "0.2", "--submit-burst", "5"])
+    finally:
+        ps.stop_all()
+
+
+async def test_handshake_timeout_closes_a_silent_connection(limited):
+    async with websockets.connect(limited.url) as ws:
+        started = time.monotonic()
+        await asyncio.wait_for(ws.wait_closed(), scaled(10))
+        assert ws.close_code == p.CLOSE_HANDSHAKE_TIMEOUT and "no hello within 0.5 s" in ws.close_reason
+        assert time.monotonic() - started >= 0.4
+
+
+async def test_idle_timeout_closes_a_session_that_sends_nothing(limited):
+    async with websockets.connect(limited.url) as silent, websockets.connect(limited.url) as chatty:
+        await sign_in(silent)
+        await sign_in(chatty)
+        started = time.monotonic()
+        while silent.close_code is None:
+            assert time.monotonic() - started < scaled(10), "the silent session was never closed"
+            await chatty.send(p.encode(p.Heartbeat()))  # a heartbeat is enough to count as alive
+            await asyncio.sleep(0.3)
+        assert silent.close_code == p.CLOSE_IDLE and "idle" in silent.close_reason
+        assert time.monotonic() - started >= 1.0
+        await chatty.send(p.encode(p.Fetch("still-here")))
+        reply = p.decode_from_server(await asyncio.wait_for(chatty.recv(), scaled(10)))
+        assert reply.code == p.E_UNKNOWN_TASK and chatty.close_code is None
+
+
+async def test_message_size_limit_answers_then_closes_far_beyond_it(limited):
+    async with websockets.connect(limited.url, max_size=None) as ws:
+        await sign_in(ws)
+        await ws.send(b"\x00" * 5000)
+        reply = p.decode_from_server(await asyncio.wait_for(ws.recv(), scaled(10)))
+        assert reply.code == p.E_TOO_LARGE and "4096" in reply.message
+        await ws.send(p.encode(p.Fetch("after-the-big-one")))
+        assert p.decode_from_server(await asyncio.wait_for(ws.recv(), scaled(10))).code == p.E_UNKNOWN_TASK
+        await ws.send(b"\x00" * 9000)  # more than twice the limit: websockets itself closes the connection
+        await asyncio.wait_for(ws.wait_closed(), scaled(10))
+        assert ws.close_code == 1009
+
+
+async def test_tasks_in_flight_and_submit_rate_per_gamer(limited):
+    rng = random.Random(1)
+    async with websockets.connect(limited.url) as ws:
+        await sign_in(ws)
+        for i in range(7):
+            task_input = get_kind("ai_npc_dialogue").example(rng, "small")  # small enough for the 4 KiB limit
+            await ws.send(p.encode(p.Submit(f"t{i}", "ai_npc_dialogue", task_input, deadline_ms=LONG_DEADLINE_MS)))
+        answers: dict[str, str] = {}
+        messages: dict[str, str] = {}
+        while len(answers) < 7:
+            msg = p.decode_from_server(await asyncio.wait_for(ws.recv(), scaled(10)))
+            answers[msg.task_id] = "ack" if isinstance(msg, p.Ack) else msg.code
+            messages[msg.code if isinstance(msg, p.Error) else "ack"] = getattr(msg, "message", "")
+    # Burst of 5 tokens: t0-t2 fill the 3 slots, t3-t4 find them full, t5-t6 find the bucket empty.
+    assert answers == {"t0": "ack", "t1": "ack", "t2": "ack", "t3": p.E_TOO_MANY_IN_FLIGHT,
+                       "t4": p.E_TOO_MANY_IN_FLIGHT, "t5": p.E_RATE_LIMITED, "t6": p.E_RATE_LIMITED}
+    assert "most allowed is 3" in messages[p.E_TOO_MANY_IN_FLIGHT]
+    assert "at most 0.2 a second" in messages[p.E_RATE_LIMITED]
+
+
+@pytest.fixture(scope="module")
+def small_queue(tmp_path_factory) -> Iterator[CloudProcess]:
+    ps = ProcessSet(tmp_path_factory.mktemp("queue"))
+    try:
+        yield ps.cloud(extra=["--max-queued", "2", "--max-connections-per-address", "4"])
+    finally:
+        ps.stop_all()
+
+
+async def test_a_full_queue_refuses_new_tasks_with_overloaded(small_queue):
+    rng = random.Random(2)
+    async with GamerClient(small_queue.url, name="queue_filler") as client:
+        futures = [client.submit_nowait("ai_pathfinding", get_kind("ai_pathfinding").example(rng, "small"),
+                                        deadline_ms=LONG_DEADLINE_MS) for _ in range(4)]
+        await async_wait_until(lambda: sum(f.done() for f in futures) == 2, 20, "two refusals")
+        assert not futures[0].done() and not futures[1].done()
+        for fut in futures[2:]:
+            with pytest.raises(TaskFailed) as info:
+                fut.result()
+            assert info.value.code == p.E_OVERLOADED and "queue is full (2 tasks)" in info.value.reason
+        assert small_queue.stats()["tasks"]["queued"] == 2
+
+
+async def test_connections_per_address_are_capped_with_http_429(small_queue):
+    async with contextlib.AsyncExitStack() as stack:
+        open_ws = [await stack.enter_async_context(websockets.connect(small_queue.url)) for _ in range(4)]
+        with pytest.raises(InvalidStatus) as info:
+            await websockets.connect(small_queue.url)
+        assert info.value.response.status_code == 429
+        assert b"too many connections from 127.0.0.1" in info.value.response.body
+        await open_ws[0].close()
+
+        async def one_more() -> object:
+            while True:  # the slot frees as soon as the server has seen the close
+                try:
+                    return await websockets.connect(small_queue.url)
+                except InvalidStatus:
+                    await asyncio.sleep(0.05)
+
+        again = await asyncio.wait_for(one_more(), scaled(10))
+        await again.close()
