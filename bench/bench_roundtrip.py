@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import websockets
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
@@ -157,9 +157,11 @@ def main() -> None:
     worker.kill()
 
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["P2C2R_KEY_DIR"] = str(Path(tmp) / "keys")  # the bench's own gamer key, not the user's
         ps = ProcessSet(Path(tmp))
         try:
-            cloud = ps.cloud()
+            # The per-gamer submit rate limit (1,000/s by default) would cap this one gamer's load.
+            cloud = ps.cloud(extra=["--quiet", "--submit-rate", "1000000", "--submit-burst", "1000000"])
             ps.peer(cloud, "bench_peer", slots=args.peer_slots, extra=["--quiet"])
             cloud.wait_for_peers(1)
             ours = asyncio.run(measure_p2c2r(cloud.url, args.serial, args.tasks, args.inflight))

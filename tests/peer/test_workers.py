@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -67,7 +68,7 @@ async def test_workers_run_under_memory_and_cpu_limits():
     try:
         outcome = await asyncio.wait_for(pool.run("ai_npc_dialogue", small_job(), timeout_s=30), 120)
         assert outcome.ok
-        limits = open(f"/proc/{pool._workers[0].process.pid}/limits").read().splitlines()
+        limits = Path(f"/proc/{pool._workers[0].process.pid}/limits").read_text().splitlines()
         address_space = next(line for line in limits if line.startswith("Max address space")).split()
         assert int(address_space[3]) == limit
         cpu = next(line for line in limits if line.startswith("Max cpu time")).split()

@@ -711,6 +711,8 @@ class Coordinator:
         task.finishing = True
         self._apply(self.scheduler.task_done(task.task_id, self._clock()))
         latency_ms = (self._clock() - task.submitted_mono) * 1000.0
+        # A peer banned while its result was in flight earns nothing for it (its balance was forfeited).
+        payees = [c for c in payees or () if c.peer_id not in self.banned]
         if payees:
             posting = ledger.bill_peer_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
                                             peer_ids=[c.peer_id for c in payees], price_micro_usd=task.price_micro_usd,
