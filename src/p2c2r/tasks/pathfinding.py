@@ -193,6 +193,12 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
         return Verdict.reject(f"{where}: {_PROBLEMS[problem]}")
 
     found_agents = np.flatnonzero(found).tolist()
+    for agent in found_agents:
+        detour = _cheaper_two_steps(blocked, inp.width, inp.height, cells[offsets[agent] : offsets[agent + 1]])
+        if detour >= 0:
+            return Verdict.reject(
+                f"paths[{agent}].path[{detour + 1}]: a detour: cells {detour}..{detour + 2} have a shorter legal route"
+            )
     if found_agents:
         agent = rng.choice(found_agents)
         verdict = _spot_check_window(inp, blocked, cells[offsets[agent] : offsets[agent + 1]], agent, rng)
@@ -207,6 +213,40 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
         if _reachable(blocked, inp.width, inp.height, start, goal):
             return Verdict.reject(f"paths[{agent}]: claims no path, but the goal is reachable")
     return Verdict.accept()
+
+
+def _cheaper_two_steps(blocked: np.ndarray, width: int, height: int, path: np.ndarray) -> int:
+    """The first i where cells i and i+2 of the path are joined by a legal two-step route cheaper than the
+    path's own (a sub-path of a shortest path is shortest, so any such detour proves the path is not
+    optimal), or -1. Cheap: only windows dearer than the octile distance are looked at, and an optimal path
+    has those only where obstacles force them."""
+    if len(path) < 3:
+        return -1
+    first, middle, last = path[:-2], path[1:-1], path[2:]
+
+    def step_cost(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        d = np.abs(p - q)
+        return np.where((d[:, 0] > 0) & (d[:, 1] > 0), SQRT2, 1.0)
+
+    current = step_cost(first, middle) + step_cost(middle, last)
+    span = np.abs(last - first)
+    short, long = span.min(axis=1), span.max(axis=1)
+    octile = short * SQRT2 + (long - short)
+    for i in np.flatnonzero(current > octile + 1e-9).tolist():
+        ax, ay = (int(v) for v in first[i])
+        cx, cy = (int(v) for v in last[i])
+        for mx in range(max(ax, cx) - 1, min(ax, cx) + 2):
+            for my in range(max(ay, cy) - 1, min(ay, cy) + 2):
+                if (mx, my) in ((ax, ay), (cx, cy)) or not (0 <= mx < width and 0 <= my < height):
+                    continue
+                if blocked[my * width + mx]:
+                    continue
+                if not (_legal_step(blocked, width, ax, ay, mx, my) and _legal_step(blocked, width, mx, my, cx, cy)):
+                    continue
+                cost = (SQRT2 if ax != mx and ay != my else 1.0) + (SQRT2 if mx != cx and my != cy else 1.0)
+                if cost < current[i] - 1e-9:
+                    return i
+    return -1
 
 
 def _spot_check_window(
