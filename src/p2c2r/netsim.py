@@ -1174,7 +1174,7 @@ def latency_table(records: list[list[Any]], tags: set[str] | None = None,
                   exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Per kind: p50/p99 of the stream tasks a peer answered (``tags``: only those; none of ``exclude``),
     and how many the coordinator's own compute answered."""
-    from p2c2r.gamer.session import percentile
+    from p2c2r.quantiles import percentile
 
     by_kind: dict[str, list[float]] = defaultdict(list)
     cloud: Counter[str] = Counter()

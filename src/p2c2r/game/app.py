@@ -23,16 +23,7 @@ from p2c2r.game.offload import Offload, default_handlers
 from p2c2r.game.options import GameOptions
 from p2c2r.game.pilot import steer
 from p2c2r.game.world import Controls, World
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+from p2c2r.quantiles import percentile
 
 
 def _prepare_sdl(headless: bool) -> None:

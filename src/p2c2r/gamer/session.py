@@ -20,6 +20,7 @@ from p2c2r.console import Console, money
 from p2c2r.errors import TaskFailed
 from p2c2r.gamer.client import GamerClient, TaskResult
 from p2c2r.network_config import GAME_FPS, local_gpu_cost_usd_per_hour, terms_for
+from p2c2r.quantiles import percentile
 from p2c2r.tasks import get_kind, registry
 
 # (kind, every n frames, what the seed's console calls it)
@@ -39,15 +40,6 @@ class SessionSettings:
     json_output: bool = False
     drain_timeout_s: float = 30.0
 
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 async def play(client: GamerClient, settings: SessionSettings, console: Console) -> dict[str, Any]:
