@@ -241,12 +241,23 @@ def _cheaper_two_steps(blocked: np.ndarray, width: int, height: int, path: np.nd
                     continue
                 if blocked[my * width + mx]:
                     continue
-                if not (_legal_step(blocked, width, ax, ay, mx, my) and _legal_step(blocked, width, mx, my, cx, cy)):
+                if not (_free_step(blocked, width, ax, ay, mx, my) and _free_step(blocked, width, mx, my, cx, cy)):
                     continue
                 cost = (SQRT2 if ax != mx and ay != my else 1.0) + (SQRT2 if mx != cx and my != cy else 1.0)
                 if cost < current[i] - 1e-9:
                     return i
     return -1
+
+
+def _free_step(blocked: np.ndarray, width: int, from_x: int, from_y: int, to_x: int, to_y: int) -> bool:
+    """``_legal_step`` in plain Python for the few windows ``_cheaper_two_steps`` inspects: calling the
+    jitted one from Python would compile a new specialisation inside the coordinator's event loop."""
+    dx, dy = to_x - from_x, to_y - from_y
+    if abs(dx) > 1 or abs(dy) > 1 or (dx == 0 and dy == 0):
+        return False
+    if dx and dy:
+        return not blocked[from_y * width + to_x] and not blocked[to_y * width + from_x]
+    return True
 
 
 def _spot_check_window(
