@@ -97,13 +97,13 @@ def _worker_main(conn: multiprocessing.connection.Connection, memory_limit_bytes
 
 
 def _warm_up(kinds: Any) -> None:
-    """Run each kernel once on a small example before saying ready: the first real task then pays no
-    import, JIT-compile or cache-load cost (hundreds of ms for numba kernels) against its deadline."""
-    import random
+    """Run each kernel before saying ready: the first real task then pays no import, JIT-compile or
+    cache-load cost (hundreds of ms to seconds for numba kernels) against its deadline."""
+    from p2c2r.tasks.base import warm_up_kind
 
     for kind in kinds.values():
         try:
-            kind.compute(kind.parse_input(kind.example(random.Random(0), "small")))
+            warm_up_kind(kind)
         except Exception:  # a kernel that cannot warm up will report its error on a real task
             log.warning("warm-up of %s failed", kind.name, exc_info=True)
 

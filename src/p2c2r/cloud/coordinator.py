@@ -38,6 +38,7 @@ from p2c2r.console import Console, money
 from p2c2r.errors import StoreError, TaskInputError, UnknownTaskKind
 from p2c2r.network_config import CACHE_TTL_S, MAX_ATTEMPTS_PER_TASK, MAX_QUEUED_TASKS, terms_for
 from p2c2r.tasks import TaskKind, get_kind, registry
+from p2c2r.tasks.base import warm_up_kind
 from p2c2r.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -818,11 +819,9 @@ class Coordinator:
 def _warm_up_verifiers() -> None:
     """Run every kind's verify once at start, so that imports and JIT compilation (seconds for numba
     kernels with a cold cache) do not happen inside the event loop on the first real result."""
-    rng = random.Random(0)
     for kind in registry().values():
         try:
-            inp = kind.parse_input(kind.example(rng, "small"))
-            kind.verify(inp, kind.compute(inp), rng)
+            warm_up_kind(kind)
         except Exception:
             log.exception("warm-up of %s failed", kind.name)
 

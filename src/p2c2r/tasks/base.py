@@ -13,6 +13,7 @@ A task kind is one module under ``p2c2r.tasks`` that defines:
     verify(inp, out, rng) -> Verdict   far cheaper than compute; rng picks spot checks
     agree(a, b) -> bool            two outputs for the same input match within tolerance (quorum, audits)
     example(rng, size="small") -> raw input (builtins only) a user could send
+    warm_up() -> None              optional: run every JIT-compiled path once (start-up, not per request)
 
 ``compute`` may assume its input came from ``parse_input``; ``verify`` may assume its output came from
 ``parse_output`` (shape is right) but must not trust any value in it.
@@ -64,6 +65,8 @@ class TaskKind:
     verify: Callable[[Any, Any, random.Random], Verdict]
     agree: Callable[[Any, Any], bool]
     example: Callable[..., Any]
+    # Optional: compile or load every JIT kernel the kind can reach (else a generic run of the examples).
+    warm_up: Callable[[], None] | None = None
 
     @classmethod
     def from_module(cls, module: ModuleType) -> TaskKind:
@@ -79,6 +82,7 @@ class TaskKind:
             verify=module.verify,
             agree=module.agree,
             example=module.example,
+            warm_up=getattr(module, "warm_up", None),
         )
 
 
@@ -120,3 +124,15 @@ def require_range(field: str, value: float, lo: float, hi: float) -> None:
     require_finite(field, value)
     if not lo <= value <= hi:
         raise TaskInputError(field, f"must be within [{lo}, {hi}], got {value!r}")
+
+
+def warm_up_kind(kind: TaskKind) -> None:
+    """Run a kind once through compute and verify at start-up, so that imports and JIT compilation do not
+    land on the first real request (seconds for numba kernels with a cold cache)."""
+    if kind.warm_up is not None:
+        kind.warm_up()
+        return
+    rng = random.Random(0)
+    for size in ("small", "large"):
+        inp = kind.parse_input(kind.example(rng, size))
+        kind.verify(inp, kind.compute(inp), rng)

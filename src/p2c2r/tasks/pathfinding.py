@@ -332,6 +332,18 @@ def example(rng: random.Random, size: str = "small") -> dict[str, Any]:
     return {"width": width, "height": height, "grid": grid.tobytes(), "agents": agents}
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel compute and verify can reach, including the
+    no-path flood fill, so that none compiles on a live request."""
+    rng = random.Random(0)
+    for size in ("small", "large"):
+        inp = parse_input(example(rng, size))
+        verify(inp, compute(inp), rng)
+    walled = parse_input({"width": 3, "height": 3, "grid": bytes([0, 1, 0, 0, 1, 0, 0, 1, 0]),
+                          "agents": [{"start": [0, 0], "goal": [2, 2]}]})
+    verify(walled, compute(walled), rng)
+
+
 # Numba kernels -------------------------------------------------------------------------------------------
 # The search works on a copy of the grid framed by one blocked cell on every side, so that no neighbour
 # test needs a bounds check; a framed cell is ``(y + 1) * (width + 2) + (x + 1)``. The checks in verify
