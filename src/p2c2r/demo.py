@@ -21,6 +21,8 @@ class _Role:
                                      stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", env=env)
         self.port: int | None = None
         self.port_known = threading.Event()
+        self.peers_connected = 0
+        self.peer_joined = threading.Condition()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
 
@@ -31,6 +33,10 @@ class _Role:
             if match and self.port is None:
                 self.port = int(match.group(1))
                 self.port_known.set()
+            if "Peer connected:" in line:
+                with self.peer_joined:
+                    self.peers_connected += 1
+                    self.peer_joined.notify_all()
             print(f"{self.tag} {line.rstrip()}", flush=True)
         self.port_known.set()
 
@@ -61,6 +67,9 @@ def run_demo(*, port: int = 0, frames: int = 300, db: str | None = None, quiet: 
         for i in (1, 2):
             roles.append(_Role(f"[peer{i} ]", ["peer", *target, "--name", f"peer_laptop_00{i}", "--slots", "1", *extra],
                                keys))
+        # The gamer starts once both peers are in, so that its first tasks do not all fall back to the cloud.
+        with cloud.peer_joined:
+            cloud.peer_joined.wait_for(lambda: cloud.peers_connected >= 2, timeout=180)
         gamer = _Role("[gamer ]", ["gamer", *target, "--name", "gamer_pc_001", "--frames", str(frames), *extra], keys)
         roles.append(gamer)
         code = gamer.proc.wait()
