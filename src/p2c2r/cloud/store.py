@@ -368,26 +368,21 @@ class Store:
         return self.write(lambda conn: conn.execute("UPDATE results SET hits = hits + 1 WHERE cache_key = ?", (cache_key,)))
 
     def upsert_peer(self, peer_id: str, name: str, public_key: bytes | None = None) -> asyncio.Future[Any]:
-        now = time.time()
-        return self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO peers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
-                "public_key = COALESCE(peers.public_key, excluded.public_key)",
-                (peer_id, name, public_key, now, now),
-            )
-        )
+        return self._upsert_client("peers", peer_id, name, public_key)
 
     def upsert_gamer(self, gamer_id: str, name: str, public_key: bytes | None = None) -> asyncio.Future[Any]:
+        return self._upsert_client("gamers", gamer_id, name, public_key)
+
+    def _upsert_client(self, table: str, client_id: str, name: str, public_key: bytes | None) -> asyncio.Future[Any]:
+        """Record a connection; the first key seen for an id stays pinned to it."""
+        assert table in ("peers", "gamers")
         now = time.time()
-        return self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO gamers (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
-                "public_key = COALESCE(gamers.public_key, excluded.public_key)",
-                (gamer_id, name, public_key, now, now),
-            )
+        sql = (
+            f"INSERT INTO {table} (id, name, public_key, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
+            f"public_key = COALESCE({table}.public_key, excluded.public_key)"
         )
+        return self.write(lambda conn: conn.execute(sql, (client_id, name, public_key, now, now)))
 
     def save_trust(self, peer_id: str, kind: str, consecutive: int, valid: int, invalid: int) -> asyncio.Future[Any]:
         return self.write(
