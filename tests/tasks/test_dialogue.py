@@ -13,11 +13,15 @@ from hypothesis import strategies as st
 from p2c2r.errors import TaskInputError, TaskOutputError
 from p2c2r.tasks import dialogue, get_kind
 from p2c2r.tasks.dialogue import (
+    CANDIDATES,
     EVENTS,
+    FALLBACK_ATTEMPT,
     GENERIC_PERSONA,
+    MAX_ATTEMPTS,
     MAX_SEED,
     MOODS,
     PERSONAS,
+    SPOT_CHECK_ODDS,
     Output,
     agree,
     compute,
@@ -38,9 +42,26 @@ def with_line(out: Output, line: str) -> Output:
     return msgspec.structs.replace(out, line=line, words=line.count(" ") + 1)
 
 
+class FixedRng(random.Random):
+    """A verifier rng whose ``random()`` always returns ``value``: drives verify's spot check."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+SPOT_CHECK = FixedRng(0.0)
+NO_SPOT_CHECK = FixedRng(1.0 - 2**-53)
+
+
 def rejected(inp: dialogue.Input, out: Output) -> bool:
-    """Rejected under several verifier rngs (verify does not use its rng, so none may make a difference)."""
-    return not any(verify(inp, out, random.Random(seed)) for seed in range(3))
+    """Rejected every time: without the spot check (the part of verify that runs on every output), with it,
+    and under a few seeded rngs."""
+    rngs = [NO_SPOT_CHECK, SPOT_CHECK, *(random.Random(seed) for seed in range(3))]
+    return not any(verify(inp, out, rng) for rng in rngs)
 
 
 # Generation -----------------------------------------------------------------------------------------------
@@ -112,8 +133,25 @@ def test_fallback_is_a_short_corpus_line_that_verifies() -> None:
     corpus = dialogue.data_file("corpus.txt").decode()
     for inp in fallbacks[:5]:
         out = compute(inp)
+        assert out.attempt == FALLBACK_ATTEMPT
         assert f"enemy_boss\tangry\t-\t{out.line}\n" in corpus
-        assert verify(inp, out, random.Random(0))
+        assert verify(inp, out, NO_SPOT_CHECK) and verify(inp, out, SPOT_CHECK)
+        # Another short line of the cell, claimed as the fallback: replayed, so rejected every time.
+        for other in backend.short_lines("enemy_boss", "angry"):
+            if other != out.line and " " not in other:
+                assert rejected(inp, with_line(out, other)), other
+
+
+def test_a_false_fallback_claim_is_rejected() -> None:
+    # A lazy peer that skips sampling and sends a short corpus line as "the fallback", where samples pass.
+    backend = dialogue.load_ngram_backend()
+    for seed in range(20):
+        inp = parse_input({"persona": "pilot", "mood": "calm", "seed": seed, "max_words": 6})
+        honest = compute(inp)
+        assert honest.attempt < MAX_ATTEMPTS
+        short = dialogue._fallback_line(backend, dialogue._resolve(inp))
+        forged = msgspec.structs.replace(with_line(honest, short), attempt=FALLBACK_ATTEMPT)
+        assert rejected(inp, forged)
 
 
 def test_example_inputs_parse_and_compute() -> None:
@@ -222,6 +260,7 @@ def test_verify_accepts_the_honest_output(raw: dict[str, Any], verify_seed: int)
     out = compute(inp)
     wire = msgspec.msgpack.decode(msgspec.msgpack.encode(out))
     assert verify(inp, parse_output(wire), random.Random(verify_seed))
+    assert verify(inp, out, SPOT_CHECK) and verify(inp, out, NO_SPOT_CHECK)
     assert agree(out, compute(inp))
 
 
@@ -271,14 +310,27 @@ def test_made_up_lines_are_rejected(case: int) -> None:
             assert rejected(inp, with_line(honest, line)), line
 
 
-@pytest.mark.parametrize("case", range(len(HONEST_CASES)))
-def test_stale_lines_from_other_seeds_are_rejected(case: int) -> None:
-    inp = HONEST_CASES[case]
-    honest = compute(inp)
-    for other_seed in (inp.seed ^ 1, (inp.seed + 7919) % MAX_SEED, 0):
-        stale = compute(msgspec.structs.replace(inp, seed=other_seed))
-        if stale.line != honest.line:
-            assert rejected(inp, stale), (other_seed, stale.line)
+def stale_is_rejected(inp: dialogue.Input, stale: Output) -> bool:
+    """True when ``stale`` is rejected every time, False when it is (by chance) this input's own sample
+    number ``stale.attempt``, a real sample that did not win, which only the spot check rejects (asserted)."""
+    if dialogue.load_ngram_backend().is_sample(dialogue._resolve(inp), stale.attempt, stale.line):
+        assert not verify(inp, stale, SPOT_CHECK)
+        return False
+    assert rejected(inp, stale), stale
+    return True
+
+
+def test_stale_lines_from_other_seeds_are_rejected() -> None:
+    tried = by_chance = 0
+    for inp in HONEST_CASES:
+        honest = compute(inp)
+        for other_seed in (inp.seed ^ 1, (inp.seed + 7919) % MAX_SEED, 0, 1, 2**62):
+            stale = compute(msgspec.structs.replace(inp, seed=other_seed))
+            if stale.line != honest.line:
+                tried += 1
+                by_chance += not stale_is_rejected(inp, stale)
+    # Common lines recur across seeds: about 1 stale line in 100 is this input's sample at that attempt.
+    assert tried > 100 and by_chance <= tried // 20
 
 
 @pytest.mark.parametrize("case", range(len(HONEST_CASES)))
@@ -315,19 +367,103 @@ def test_wrong_fields_are_rejected() -> None:
         assert rejected(inp, forged), forged
 
 
-def test_samples_of_this_seed_that_did_not_win_are_rejected() -> None:
-    # What a lazy peer sends when it skips the ranking: a genuine sample of the model for this very seed.
+def lazy_outputs() -> list[tuple[dialogue.Input, Output]]:
+    """What a lazy peer sends when it skips the ranking: a genuine passing sample of this very input, with
+    its true attempt number, that did not win the best of CANDIDATES."""
+    backend = dialogue.load_ngram_backend()
+    lazy = []
+    for inp in HONEST_CASES:
+        honest = compute(inp)
+        request = dialogue._resolve(inp)
+        for attempt in range(CANDIDATES):
+            line = dialogue._passing_sample(backend, request, attempt)
+            if line is not None and line != honest.line:
+                lazy.append((inp, msgspec.structs.replace(with_line(honest, line), attempt=attempt)))
+    assert len(lazy) > 30
+    return lazy
+
+
+def test_samples_that_did_not_win_are_rejected_when_the_spot_check_fires() -> None:
+    for inp, lazy in lazy_outputs():
+        verdict = verify(inp, lazy, SPOT_CHECK)
+        assert not verdict, (lazy.attempt, lazy.line)
+        assert "not the best" in verdict.reason
+        # Without the spot check a real sample of this input is accepted: that is the price of a cheap
+        # verify, paid back by the spot check's odds, the coordinator's audits and bans.
+        assert verify(inp, lazy, NO_SPOT_CHECK)
+
+
+def test_the_spot_check_fires_with_the_documented_odds(monkeypatch: pytest.MonkeyPatch) -> None:
+    inp = HONEST_CASES[0]
+    out = compute(inp)
+    replays = 0
+
+    def counting_compute(inp: dialogue.Input) -> Output:
+        nonlocal replays
+        replays += 1
+        return compute(inp)
+
+    monkeypatch.setattr(dialogue, "compute", counting_compute)
+    assert verify(inp, out, FixedRng(0.999 / SPOT_CHECK_ODDS)) and replays == 1
+    assert verify(inp, out, FixedRng(1.0 / SPOT_CHECK_ODDS)) and replays == 1
+    rng = random.Random(2024)
+    trials = 4000
+    replays = 0
+    for _ in range(trials):
+        assert verify(inp, out, rng)
+    assert SPOT_CHECK_ODDS == 20  # what docs/tasks/ai_npc_dialogue.md states
+    expected = trials / SPOT_CHECK_ODDS
+    assert abs(replays - expected) < 4 * (expected * (1 - 1 / SPOT_CHECK_ODDS)) ** 0.5
+
+
+def test_a_wrong_attempt_number_is_rejected() -> None:
     backend = dialogue.load_ngram_backend()
     tried = 0
     for inp in HONEST_CASES:
         honest = compute(inp)
         request = dialogue._resolve(inp)
-        for attempt in range(dialogue.CANDIDATES):
-            line = dialogue._passing_sample(backend, request, attempt)
-            if line is not None and line != honest.line:
-                assert rejected(inp, with_line(honest, line)), (attempt, line)
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt == honest.attempt:
+                continue
+            forged = msgspec.structs.replace(honest, attempt=attempt)
+            if backend.sample_line(request, attempt) == honest.line:
+                continue  # the same line again: this claim is as true as the honest one
+            assert rejected(inp, forged), attempt
+            tried += 1
+    assert tried > 1000
+    for attempt in (-1, FALLBACK_ATTEMPT + 1, 255, 256, 2**40):
+        assert rejected(HONEST_CASES[0], msgspec.structs.replace(compute(HONEST_CASES[0]), attempt=attempt))
+
+
+def test_stale_lines_from_other_personas_and_moods_are_rejected() -> None:
+    tried = by_chance = 0
+    for inp in HONEST_CASES:
+        honest = compute(inp)
+        others = [msgspec.structs.replace(inp, persona=p) for p in (*PERSONAS, GENERIC_PERSONA)]
+        others += [msgspec.structs.replace(inp, mood=m) for m in MOODS]
+        for other in others:
+            stale = msgspec.structs.replace(compute(other), persona=inp.persona)
+            if stale.line != honest.line:
                 tried += 1
-    assert tried > 30
+                by_chance += not stale_is_rejected(inp, stale)
+    # With the same seed the draws are the same, and a persona's rows are shared by its moods: another
+    # mood's line is now and then this input's own (losing) sample, left to the spot check.
+    assert tried > 200 and by_chance <= tried // 20
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=raw_inputs, attempt=st.integers(0, MAX_ATTEMPTS - 1), other=st.integers(0, MAX_ATTEMPTS - 1))
+def test_is_sample_is_exactly_sample_line_equality(raw: dict[str, Any], attempt: int, other: int) -> None:
+    backend = dialogue.load_ngram_backend()
+    request = dialogue._resolve(parse_input(raw))
+    line = backend.sample_line(request, attempt)
+    if line is None:
+        return
+    assert backend.is_sample(request, attempt, line)
+    assert backend.is_sample(request, other, line) == (backend.sample_line(request, other) == line)
+    words = line.split(" ")
+    for cut in {" ".join(words[:-1]), line[:-1], line + "!", " ".join(reversed(words))} - {line, ""}:
+        assert backend.is_sample(request, attempt, cut) == (cut == line)
 
 
 def test_agree_compares_lines() -> None:
@@ -424,10 +560,12 @@ def test_parse_input_never_crashes_on_garbage(raw: Any) -> None:
         ({"words": 41}, "words"),
         ({"colour": "red"}, "input"),
         ({"persona": None}, "persona"),
+        ({"attempt": -1}, "attempt"),
+        ({"attempt": 49}, "attempt"),
     ],
 )
 def test_bad_outputs_are_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
-    good = {"line": "Hold formation.", "persona": "commander", "model": "ngram-v1", "words": 2}
+    good = {"line": "Hold formation.", "persona": "commander", "model": "ngram-v1", "words": 2, "attempt": 0}
     with pytest.raises(TaskOutputError) as info:
         parse_output({**good, **change})
     assert info.value.field == field

@@ -11,28 +11,35 @@ time. Generation, fixed because two peers must produce the same line:
 * Tokens are the corpus's space-separated words with their punctuation attached, so a line is its tokens
   joined by single spaces.
 * Conditioning by backoff over three layers of counts: the (persona, mood) cell, the persona, everything.
-  At each step the next token is drawn from the cell's trigram row 3 times in 4 (``CELL_ODDS``) and from
-  the persona's row otherwise; from the persona's row alone where the cell never saw the context, and from
-  the general row where the persona never did. The ``generic`` persona uses the mood's lines across
-  personas, then everything.
+  Where both the cell and the persona know the context, the next token is drawn from their mixture, the
+  cell weighing 3 in 4 (``CELL_ODDS``); from the persona's row alone where the cell never saw the context,
+  and from the general row where the persona never did. The ``generic`` persona uses the mood's lines
+  across personas, then everything. The mixtures are precomputed per (persona, mood) at load time.
 * Events bias the opening: a line starts, with odds 3 in 4, from the context ``(<s>, <event:E>)`` that
   training fills with the first words of lines written for event E, E drawn among the known events with
   weights favouring the most recent one. Unknown event names are ignored.
-* Sample number ``attempt`` draws from ``random.Random(seed * MAX_ATTEMPTS + attempt)`` with integer
-  counts only (``randrange`` and ``bisect``), so it is the same on every platform and Python version.
+* Sample number ``attempt`` takes its draws from SHAKE-128 of the seed and the attempt (:func:`sample_draws`):
+  32-bit little-endian words, the first for the opening, the i-th for the i-th token, each picking the
+  token whose range of ``DRAW_SPAN`` (its integer cumulative count, scaled) holds it. Integers only, so the
+  same on every platform and Python version.
 * Best of ``CANDIDATES``: samples over ``max_words`` words or refused by :func:`screen_line` are skipped;
   among the first ``CANDIDATES`` that pass, the one with the highest integer score wins, the earliest
   among equals. The score rewards mentioning any keyword of the player's words or of the events, and
   penalises repeated words and lengths far off ``TARGET_WORDS``; it is capped, so the first sample that
   reaches the cap wins without the rest being drawn. When no attempt out of ``MAX_ATTEMPTS`` passes, the
-  line is one of the model's short corpus lines for the cell, chosen by the seed.
+  line is one of the model's short corpus lines for the cell, chosen by the seed. The output names the
+  winning ``attempt`` (``FALLBACK_ATTEMPT`` for the fallback line).
 
-:func:`verify` checks the cheap things first (fields, word count and limit, the filter), then replays the
-generation and wants the very same line. That is sound: it rejects a made-up line, a line from another
-seed, a truncated line and a valid sample that did not win, every time. It is not cheaper than computing
-(a sample is a few tens of microseconds, and checking that a line is a given seed's sample means drawing
-the same numbers); the spot-check alternative, replaying only the winning sample, cost half as much but
-let about 1 in 200 lines from other seeds through, so ``rng`` is not used.
+:func:`verify` checks the cheap things first (fields, word count and limit, the filter), then that the line
+is sample ``attempt`` of this input: each draw of that one sample must fall in the range of the line's
+next token (:meth:`NgramBackend.is_sample`), which rejects a made-up line, a truncated one and another
+input's line (another seed, persona, mood, events) every time, unless that line happens to be this input's
+own sample ``attempt`` too (about 1 stale line in 100 for another seed of the same input; far fewer
+otherwise). What one sample cannot show is that it won the ranking, so with odds 1 in ``SPOT_CHECK_ODDS``,
+chosen by ``rng``, verify replays the whole ranking and wants that very sample: a lazy peer that sends its
+first passing sample (or a lucky stale line) is caught there, by the coordinator's quorum and audits, and
+banned. A fallback claim is always replayed. Version 1 replayed the ranking every time (verify cost 0.9 x
+compute); version 2 added ``attempt`` and changed the draws, so its lines differ from version 1's.
 
 Other models: the input's ``model`` names a backend in ``_BACKEND_LOADERS`` (see :class:`DialogueBackend`).
 A peer that runs a larger local model advertises its id; registering that id here with a deterministic
@@ -45,11 +52,12 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import struct
 import unicodedata
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
@@ -62,7 +70,7 @@ from p2c2r.errors import TaskInputError, TaskOutputError
 from p2c2r.tasks.base import Verdict, convert_input, convert_output
 
 NAME = "ai_npc_dialogue"
-VERSION = "1"
+VERSION = "2"
 TOLERANCE_NOTE = "exact: two outputs agree only when their lines are identical, character for character"
 
 PERSONAS: tuple[str, ...] = ("commander", "pilot", "enemy_grunt", "enemy_boss", "merchant")
@@ -104,6 +112,10 @@ CELL_ODDS = 4
 """The cell's row is used 3 times in 4 where both the cell and the persona know the context."""
 EVENT_OPENING_ODDS = 4
 """A line opens from an event 3 times in 4 when the input names a known event."""
+FALLBACK_ATTEMPT = MAX_ATTEMPTS
+"""The ``attempt`` of an output whose line is the fallback: none of the ``MAX_ATTEMPTS`` samples passed."""
+SPOT_CHECK_ODDS = 20
+"""verify replays the whole best-of-``CANDIDATES`` ranking on 1 output in this many (chosen by its rng)."""
 SILENT_LINE = "..."
 """The line of last resort, when a backend offers no short line that fits; it passes every filter."""
 
@@ -120,6 +132,8 @@ EVENT_TOPICS: Mapping[str, frozenset[str]] = MappingProxyType(
         "victory": frozenset({"victory", "won", "clear", "complete", "home", "celebrate"}),
     }
 )
+
+_KNOWN_EVENTS = frozenset(EVENTS)
 
 # Player words too common to say what the player is talking about.
 _STOPWORDS = frozenset(
@@ -179,6 +193,9 @@ class Output(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     model: Name
     words: Annotated[int, Meta(ge=1, le=MAX_WORDS)]
     """Number of space-separated words in ``line``."""
+    attempt: Annotated[int, Meta(ge=0, le=FALLBACK_ATTEMPT)]
+    """The sample the line is (0 .. MAX_ATTEMPTS - 1), or ``FALLBACK_ATTEMPT`` for the fallback line. It is
+    what lets verify replay one sample instead of the whole ranking."""
 
 
 # The filter ----------------------------------------------------------------------------------------------
@@ -193,16 +210,28 @@ def screen_line(line: str) -> str | None:
     """
     if not line:
         return "line is empty"
-    if not (line.isascii() and line.isprintable()):  # the per-character scan is for the rare other lines
+    plain = line.isascii() and line.isprintable()
+    if not plain:  # the per-character scan is for the rare other lines
         for char in line:
             if unicodedata.category(char)[0] == "C":
                 return f"line holds the non-printing character U+{ord(char):04X}"
     words = line.split(" ")
-    if any(not word or not word.isprintable() for word in words):
+    # In a printable ASCII line the only whitespace is the space, so only empty words (doubled, leading or
+    # trailing spaces) can be wrong; the per-word test is for the rest. Cheap matters: verify screens every line.
+    if "" in words or not (plain or all(map(str.isprintable, words))):
         return "words must be separated by single spaces, with nothing before the first or after the last"
-    if any(_word_is_blocked(word) for word in words):
-        return "line holds a blocked word"
+    # Known-clean words first, in one C-level test: the same few hundred words recur in every line.
+    if not _CLEAN_WORDS.issuperset(words):
+        if any(map(_word_is_blocked, words)):
+            return "line holds a blocked word"
+        if len(_CLEAN_WORDS) < _CLEAN_WORDS_MAX:
+            _CLEAN_WORDS.update(words)
     return None
+
+
+# Words seen to pass the blocklist; bounded, so that a stream of made-up words cannot grow it without end.
+_CLEAN_WORDS: set[str] = set()
+_CLEAN_WORDS_MAX = 16384
 
 
 def _fold_word(word: str) -> str:
@@ -251,8 +280,8 @@ def parse_output(raw: Any) -> Output:
 # Compute -------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DialogueRequest:
+# A msgspec struct rather than a frozen dataclass: built on every verify, and its construction is 10x cheaper.
+class DialogueRequest(msgspec.Struct, frozen=True):
     """An input resolved to what a backend conditions on."""
 
     persona: str
@@ -268,13 +297,18 @@ class DialogueRequest:
 class DialogueBackend(Protocol):
     """A model that can serve ``ai_npc_dialogue``.
 
-    Both methods must be deterministic functions of their arguments on every platform, because the
-    coordinator's :func:`verify` replays ``sample_line`` and compares strings.
+    Every method must be a deterministic function of its arguments on every platform, because the
+    coordinator's :func:`verify` checks samples with ``is_sample`` and replays ``sample_line``.
     """
 
     def sample_line(self, request: DialogueRequest, attempt: int) -> str | None:
         """Sample number ``attempt`` (0 <= attempt < MAX_ATTEMPTS) for the request, words joined by single
-        spaces; None when it would exceed ``request.max_words`` words."""
+        spaces; None when it would exceed ``request.max_words`` words. ``request.keywords`` is not used."""
+        ...
+
+    def is_sample(self, request: DialogueRequest, attempt: int, line: str) -> bool:
+        """Exactly ``sample_line(request, attempt) == line``; verify calls it for every output, so a backend
+        should answer it well below the cost of drawing the sample."""
         ...
 
     def short_lines(self, persona: str, mood: str) -> Sequence[str]:
@@ -285,14 +319,16 @@ class DialogueBackend(Protocol):
 def compute(inp: Input) -> Output:
     request = _resolve(inp)
     backend = _backend(inp.model)
-    line = _best_sample(backend, request) or _fallback_line(backend, request)
-    return Output(line=line, persona=inp.persona, model=inp.model, words=line.count(" ") + 1)
+    best = _best_sample(backend, request)
+    attempt, line = best if best is not None else (FALLBACK_ATTEMPT, _fallback_line(backend, request))
+    return Output(line=line, persona=inp.persona, model=inp.model, words=line.count(" ") + 1, attempt=attempt)
 
 
-def _best_sample(backend: DialogueBackend, request: DialogueRequest) -> str | None:
-    """The best of the first ``CANDIDATES`` passing samples, the earliest among equals; None if none pass."""
+def _best_sample(backend: DialogueBackend, request: DialogueRequest) -> tuple[int, str] | None:
+    """The attempt and line of the best of the first ``CANDIDATES`` passing samples, the earliest among
+    equals; None if none pass."""
     cap = KEYWORD_WEIGHT if request.keywords else 0
-    best_line: str | None = None
+    best: tuple[int, str] | None = None
     best_score = 0
     passed = 0
     for attempt in range(MAX_ATTEMPTS):
@@ -300,13 +336,13 @@ def _best_sample(backend: DialogueBackend, request: DialogueRequest) -> str | No
         if line is None:
             continue
         score = _score(line, request)
-        if best_line is None or score > best_score:
-            best_line, best_score = line, score
+        if best is None or score > best_score:
+            best, best_score = (attempt, line), score
         passed += 1
         # Nothing later can score above the cap, and the earliest wins among equals: stopping is exact.
         if passed == CANDIDATES or score == cap:
             break
-    return best_line
+    return best
 
 
 def _passing_sample(backend: DialogueBackend, request: DialogueRequest, attempt: int) -> str | None:
@@ -317,8 +353,11 @@ def _passing_sample(backend: DialogueBackend, request: DialogueRequest, attempt:
     return line
 
 
-def _resolve(inp: Input) -> DialogueRequest:
-    events = tuple(event for event in inp.events if event in EVENT_TOPICS)
+def _resolve(inp: Input, *, with_keywords: bool = True) -> DialogueRequest:
+    """The request for a backend; without keywords (they only rank samples) for verify's one-sample replay."""
+    events = tuple(filter(_KNOWN_EVENTS.__contains__, inp.events))
+    if not with_keywords:
+        return DialogueRequest(inp.persona, inp.mood, events, frozenset(), inp.seed, inp.max_words)
     keywords = set(_player_keywords(inp.player_words))
     for event in events:
         keywords.update(_event_keywords(event))
@@ -377,11 +416,20 @@ def _fallback_line(backend: DialogueBackend, request: DialogueRequest) -> str:
 
 
 def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
-    """Sound, and about as costly as :func:`compute`; ``rng`` is unused (see the module docstring)."""
+    """Sound on what the line is, spot-checked on whether it won; about 1/4 of :func:`compute` in all.
+
+    Always: the fields, the limits, the filter, and the line is sample ``out.attempt`` of this input (one
+    sample checked, not the ranking redrawn). With odds 1 in ``SPOT_CHECK_ODDS`` (``rng``): the whole
+    ranking is replayed and must pick that very sample. A fallback line is always replayed in full.
+    """
     if out.model != inp.model:
         return Verdict.reject(f"model is {out.model!r}, the input asked for {inp.model!r}")
     if out.persona != inp.persona:
         return Verdict.reject(f"persona is {out.persona!r}, the input asked for {inp.persona!r}")
+    if type(out.attempt) is not int or not 0 <= out.attempt <= FALLBACK_ATTEMPT:
+        return Verdict.reject(f"attempt is {out.attempt!r}, not within 0 .. {FALLBACK_ATTEMPT}")
+    if len(out.line) > MAX_LINE_CHARS:
+        return Verdict.reject(f"line is over {MAX_LINE_CHARS} characters")
     problem = screen_line(out.line)
     if problem is not None:
         return Verdict.reject(problem)
@@ -390,10 +438,29 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
         return Verdict.reject(f"words is {out.words}, the line has {word_count}")
     if word_count > inp.max_words:
         return Verdict.reject(f"line has {word_count} words, over max_words={inp.max_words}")
-    # Everything above is cheap and catches most forgeries; only the replay proves the line is this seed's.
-    expected = compute(inp)
-    if out.line != expected.line:
-        return Verdict.reject("line is not the model's line for this input and seed")
+    backend = _backend(inp.model)
+    if out.attempt == FALLBACK_ATTEMPT:
+        # Rare (tiny max_words), and a lazy peer could claim it to skip sampling: replay, stopping at the
+        # first sample that passes, which proves the claim false.
+        request = _resolve(inp)
+        if any(_passing_sample(backend, request, attempt) is not None for attempt in range(MAX_ATTEMPTS)):
+            return Verdict.reject("claims the fallback line, but a sample passes")
+        if out.line != _fallback_line(backend, request):
+            return Verdict.reject("line is not the fallback line for this input and seed")
+        return Verdict.accept()
+    # The proof that the line is this input's (persona, mood, events, seed, max_words) and not made up, cut
+    # short, or another input's: a line is a given sample only if every one of its draws picks its token.
+    if not backend.is_sample(_resolve(inp, with_keywords=False), out.attempt, out.line):
+        return Verdict.reject(f"line is not sample {out.attempt} of the model for this input and seed")
+    # What one sample cannot show is that it won the best of CANDIDATES: a lazy peer sending its first
+    # passing sample saves most of the work. Redrawing the ranking costs a compute, so it is a spot check;
+    # the coordinator's audits and bans turn 1 in SPOT_CHECK_ODDS per task into a short career for cheats.
+    if rng.random() * SPOT_CHECK_ODDS < 1:
+        expected = compute(inp)
+        if (expected.attempt, expected.line) != (out.attempt, out.line):
+            return Verdict.reject(
+                f"sample {out.attempt} is not the best of {CANDIDATES}: sample {expected.attempt} is"
+            )
     return Verdict.accept()
 
 
@@ -570,6 +637,31 @@ Row = tuple[tuple[int, ...], tuple[int, ...]]
 """Next-token ids and their cumulative counts, for one context."""
 Table = Mapping[int, Row]
 """Rows by context key ``first * vocabulary_size + second``."""
+DrawRow = tuple[tuple[int, ...], tuple[int, ...]]
+"""Next-token ids and the cumulative thresholds out of ``DRAW_SPAN`` that select them, for one context."""
+Trigram = tuple[str, str, str]
+"""Two words of context and the next, by their text; markers as in ``_marker_names``."""
+
+_LINE_MEMO_MAX = 16384
+"""Lines whose draw ranges verify keeps (a few MiB); the memo starts over when full."""
+DRAW_BITS = 32
+DRAW_SPAN = 1 << DRAW_BITS
+"""A draw is a 32-bit word; the token drawn is the first whose threshold exceeds it."""
+_DRAW_DOMAIN = b"p2c2r-dialogue-draws/2:"
+# Unpackers by word count; little-endian, so that every platform reads the same words from the same bytes.
+_UNPACK_DRAWS = tuple(struct.Struct(f"<{count}I").unpack for count in range(MAX_WORDS + 3))
+
+
+def sample_draws(seed: int, attempt: int, count: int) -> tuple[int, ...]:
+    """The first ``count`` 32-bit draws of sample ``attempt`` for ``seed``.
+
+    A counter-based generator (SHAKE-128 of the seed and the attempt) instead of ``random.Random``: seeding a
+    Mersenne Twister cost a third of a sample, and this lets :func:`verify` reach sample ``attempt`` without
+    drawing the ones before it. SHAKE's output for a shorter length is a prefix of the longer one, so a
+    verifier that knows the line's length asks for just the draws the line used.
+    """
+    key = _DRAW_DOMAIN + seed.to_bytes(8, "little") + attempt.to_bytes(1, "little")
+    return _UNPACK_DRAWS[count](hashlib.shake_128(key).digest(4 * count))
 
 
 def _tables(quadruple_lists: Iterable[Sequence[int]], vocabulary_size: int) -> Table:
@@ -590,9 +682,81 @@ def _tables(quadruple_lists: Iterable[Sequence[int]], vocabulary_size: int) -> T
     return table
 
 
+def _counts(row: Row) -> dict[int, int]:
+    following, cumulative = row
+    return {token: high - low for token, low, high in zip(following, (0, *cumulative), cumulative)}
+
+
+def _draw_row(weights: Mapping[int, int]) -> DrawRow:
+    ordered = sorted(weights.items())
+    total = sum(weight for _, weight in ordered)
+    running = 0
+    thresholds = []
+    for _, weight in ordered:
+        running += weight
+        thresholds.append((running << DRAW_BITS) // total)
+    return tuple(token for token, _ in ordered), tuple(thresholds)
+
+
+def _mixed_row(specific: Row, broad: Row) -> DrawRow:
+    """One distribution for "the specific row CELL_ODDS - 1 times in CELL_ODDS, else the broad row": a single
+    draw per token then serves both layers, and a verifier checks each token with one range test."""
+    narrow, wide = _counts(specific), _counts(broad)
+    narrow_total, wide_total = sum(narrow.values()), sum(wide.values())
+    return _draw_row(
+        {
+            token: (CELL_ODDS - 1) * narrow.get(token, 0) * wide_total + wide.get(token, 0) * narrow_total
+            for token in narrow.keys() | wide.keys()
+        }
+    )
+
+
+def _marker_names(vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """Token texts for verify's trigram keys, with a space before each marker (``<s>``, ``</s>``,
+    ``<event:E>``): no piece of ``line.split(" ")`` holds a space, so no word of a line can pass for one."""
+    first_word = 2 + len(EVENTS)
+    return tuple(" " + token if index < first_word else token for index, token in enumerate(vocabulary))
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What sampling needs for one (persona, mood): the layers merged into one draw row per context."""
+
+    rows: Mapping[int, DrawRow]
+    """By context key; contexts the view does not know fall back to the general rows."""
+    spans: dict[Trigram, tuple[int, int]]
+    """The draws ``low <= draw < high`` that pick a token after a context, by trigram text: for verify. A
+    plain dict, as verify's hot path calls its ``get`` directly."""
+    contexts: frozenset[tuple[str, str]]
+    """The contexts in ``rows``, by text: a trigram of an unknown one falls back to the general view."""
+
+    @classmethod
+    def of(cls, rows: dict[int, DrawRow], names: Sequence[str]) -> View:
+        size = len(names)
+        spans: dict[Trigram, tuple[int, int]] = {}
+        contexts = set()
+        for key, (following, thresholds) in rows.items():
+            first, second = names[key // size], names[key % size]
+            contexts.add((first, second))
+            for token, low, high in zip(following, (0, *thresholds), thresholds):
+                spans[(first, second, names[token])] = (low, high)
+        return cls(rows=MappingProxyType(rows), spans=spans, contexts=frozenset(contexts))
+
+
+def _view(specific: Table, broad: Table, broad_rows: dict[int, DrawRow], names: Sequence[str]) -> View:
+    rows = dict(broad_rows)
+    for key, row in specific.items():
+        other = broad.get(key)
+        # A specific context the broad layer lacks cannot come from a well-formed model (a cell's lines are
+        # its persona's); it is drawn from the specific row alone.
+        rows[key] = _mixed_row(row, other) if other is not None else _draw_row(_counts(row))
+    return View.of(rows, names)
+
+
 @dataclass(frozen=True, slots=True)
 class NgramBackend:
-    """The ``ngram-v1`` model, loaded: trigram tables per cell, persona, mood and for everything."""
+    """The ``ngram-v1`` model, loaded: trigram tables per cell, persona, mood and for everything, and one
+    precomputed :class:`View` per (persona, mood), ``generic`` included."""
 
     vocabulary: tuple[str, ...]
     event_ids: Mapping[str, int]
@@ -601,6 +765,12 @@ class NgramBackend:
     mood_tables: Mapping[str, Table]
     general_table: Table
     cell_short_lines: Mapping[tuple[str, str], tuple[str, ...]]
+    views: Mapping[tuple[str, str], View]
+    general_view: View
+    names: tuple[str, ...]
+    """Token texts by id as verify's trigram keys spell them (see ``_marker_names``)."""
+    line_spans: dict[tuple[str, str, int, str], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    """Memo of :meth:`_line_spans` by (persona, mood, opener, line), for :meth:`is_sample`; bounded."""
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> NgramBackend:
@@ -611,55 +781,114 @@ class NgramBackend:
             )
         size = len(model.vocabulary)
         by_cell = {(cell.persona, cell.mood): cell for cell in model.cells}
+        cell_tables = {key: _tables([cell.trigrams], size) for key, cell in by_cell.items()}
+        persona_tables = {p: _tables([by_cell[(p, m)].trigrams for m in MOODS], size) for p in PERSONAS}
+        mood_tables = {m: _tables([by_cell[(p, m)].trigrams for p in PERSONAS], size) for m in MOODS}
+        general_table = _tables([cell.trigrams for cell in model.cells], size)
+        general_rows = {key: _draw_row(_counts(row)) for key, row in general_table.items()}
+        names = _marker_names(model.vocabulary)
+        views: dict[tuple[str, str], View] = {}
+        for persona in PERSONAS:
+            persona_rows = {key: _draw_row(_counts(row)) for key, row in persona_tables[persona].items()}
+            for mood in MOODS:
+                views[(persona, mood)] = _view(
+                    cell_tables[(persona, mood)], persona_tables[persona], persona_rows, names
+                )
+        for mood in MOODS:
+            views[(GENERIC_PERSONA, mood)] = _view(mood_tables[mood], general_table, general_rows, names)
         return cls(
             vocabulary=tuple(model.vocabulary),
             event_ids=MappingProxyType(
                 {event: model.vocabulary.index(_event_token(event)) for event in EVENTS}
             ),
-            cell_tables=MappingProxyType(
-                {key: _tables([cell.trigrams], size) for key, cell in by_cell.items()}
-            ),
-            persona_tables=MappingProxyType(
-                {p: _tables([by_cell[(p, m)].trigrams for m in MOODS], size) for p in PERSONAS}
-            ),
-            mood_tables=MappingProxyType(
-                {m: _tables([by_cell[(p, m)].trigrams for p in PERSONAS], size) for m in MOODS}
-            ),
-            general_table=_tables([cell.trigrams for cell in model.cells], size),
+            cell_tables=MappingProxyType(cell_tables),
+            persona_tables=MappingProxyType(persona_tables),
+            mood_tables=MappingProxyType(mood_tables),
+            general_table=general_table,
             cell_short_lines=MappingProxyType(
                 {key: tuple(cell.short_lines) for key, cell in by_cell.items()}
             ),
+            views=MappingProxyType(views),
+            general_view=View.of(general_rows, names),
+            names=names,
         )
 
-    def _layers(self, persona: str, mood: str) -> tuple[Table, Table]:
-        if persona == GENERIC_PERSONA:
-            return self.mood_tables[mood], self.general_table
-        return self.cell_tables[(persona, mood)], self.persona_tables[persona]
+    def _opening(self, events: Sequence[str], draw: int) -> int:
+        """The second token of the opening context ``(<s>, ?)``: ``<s>`` or an event's marker."""
+        if events and draw % EVENT_OPENING_ODDS != 0:
+            return self.event_ids[_recent_event(events, draw // EVENT_OPENING_ODDS)]
+        return _BOS_ID
 
     def sample_line(self, request: DialogueRequest, attempt: int) -> str | None:
-        rng = random.Random(request.seed * MAX_ATTEMPTS + attempt)
-        specific, broad = self._layers(request.persona, request.mood)
-        general = self.general_table
-        size = len(self.vocabulary)
-        first, second = _BOS_ID, _BOS_ID
-        if request.events and rng.randrange(EVENT_OPENING_ODDS) != 0:
-            second = self.event_ids[_recent_event(request.events, rng)]
+        # Draw 0 picks the opening, draw i the i-th token; one more than max_words tokens can be drawn so
+        # that a line of exactly max_words words still draws its end.
+        draws = sample_draws(request.seed, attempt, request.max_words + 2)
+        rows = self.views[(request.persona, request.mood)].rows
+        general = self.general_view.rows
+        vocabulary = self.vocabulary
+        size = len(vocabulary)
+        first, second = _BOS_ID, self._opening(request.events, draws[0])
         tokens: list[str] = []
-        while True:
+        for draw in draws[1:]:
             key = first * size + second
-            row = specific.get(key)
-            if row is None or rng.randrange(CELL_ODDS) == 0:
-                row = broad.get(key) or general.get(key)
-                if row is None:  # every reachable context is in the general table; this guards a bad file
-                    return None
-            following, cumulative = row
-            token = following[bisect_right(cumulative, rng.randrange(cumulative[-1]))]
+            row = rows.get(key) or general.get(key)
+            if row is None:  # every reachable context is in the general rows; this guards a bad file
+                return None
+            following, thresholds = row
+            token = following[bisect_right(thresholds, draw)]
             if token == _EOS_ID:
                 return " ".join(tokens) if tokens else None
-            tokens.append(self.vocabulary[token])
-            if len(tokens) > request.max_words:
-                return None
+            tokens.append(vocabulary[token])
             first, second = second, token
+        return None  # still no end after max_words words
+
+    def is_sample(self, request: DialogueRequest, attempt: int, line: str) -> bool:
+        # The same answer as sample_line(request, attempt) == line at a fraction of its cost (verify calls it
+        # for every output): the line gives every context, so each draw is only tested against the range
+        # that picks its token; no row is searched and no string built.
+        word_count = line.count(" ") + 1
+        if word_count > request.max_words:
+            return False
+        draws = sample_draws(request.seed, attempt, word_count + 2)
+        opener = self._opening(request.events, draws[0]) if request.events else _BOS_ID
+        memo_key = (request.persona, request.mood, opener, line)
+        spans = self.line_spans.get(memo_key)
+        if spans is None:
+            spans = self._line_spans(request, opener, line)
+            if spans is None:
+                return False
+            # Lines recur (two in three are corpus lines verbatim), and looking a line's trigrams up, one
+            # dict probe each across 24 views, is most of the cost; the memo makes a known line one probe.
+            if len(self.line_spans) >= _LINE_MEMO_MAX:
+                self.line_spans.clear()
+            self.line_spans[memo_key] = spans
+        for (low, high), draw in zip(spans, draws[1:]):  # noqa: SIM110  # a loop beats all(genexpr) here
+            if not low <= draw < high:
+                return False
+        return True
+
+    def _line_spans(
+        self, request: DialogueRequest, opener: int, line: str
+    ) -> tuple[tuple[int, int], ...] | None:
+        """The draw range that picks each token of ``line`` (and its end) opened by ``opener``; None when
+        the model cannot produce the line at all."""
+        names = self.names
+        sequence = [names[_BOS_ID], names[opener], *line.split(" "), names[_EOS_ID]]
+        view = self.views[(request.persona, request.mood)]
+        spans = list(map(view.spans.get, zip(sequence, sequence[1:], sequence[2:])))
+        if None in spans:  # a context the view lacks (backoff to the general rows), or not a model line
+            spans = [
+                span or self._general_span(view, trigram)
+                for span, trigram in zip(spans, zip(sequence, sequence[1:], sequence[2:]))
+            ]
+            if None in spans:
+                return None
+        return tuple(spans)  # type: ignore[arg-type]  # no None left
+
+    def _general_span(self, view: View, trigram: Trigram) -> tuple[int, int] | None:
+        if trigram[:2] in view.contexts:  # the view knows the context, and this token never follows it
+            return None
+        return self.general_view.spans.get(trigram)
 
     def short_lines(self, persona: str, mood: str) -> Sequence[str]:
         if persona == GENERIC_PERSONA:
@@ -670,9 +899,9 @@ class NgramBackend:
         return self.cell_short_lines[(persona, mood)]
 
 
-def _recent_event(events: Sequence[str], rng: random.Random) -> str:
+def _recent_event(events: Sequence[str], draw: int) -> str:
     """One of ``events`` (oldest first), the i-th with weight i + 1: the latest one matters most."""
-    pick = rng.randrange(len(events) * (len(events) + 1) // 2)
+    pick = draw % (len(events) * (len(events) + 1) // 2)
     for index, event in enumerate(events):
         pick -= index + 1
         if pick < 0:
