@@ -406,6 +406,171 @@ def test_rejects_a_lazy_peer_on_the_large_ball_pit() -> None:
     assert phys.verify(inp, out, random.Random(0))
 
 
+def kernel_views(inp: phys.Input, out: phys.Output) -> tuple:
+    """The arguments verify's kernels take: bodies and claimed output as tuples of row arrays, and more."""
+    bodies = tuple(np.frombuffer(getattr(inp, row)) for row in phys._BODY_ROWS)
+    claimed = tuple(np.frombuffer(getattr(out, field)) for field in phys._STATE_FIELDS)
+    w = inp.world
+    bounds = [w.min_x, w.min_y, w.max_x, w.max_y, w.restitution, w.friction] if w else [0.0] * 6
+    world = np.array([*bounds, *inp.gravity])
+    return bodies, claimed, world, w is not None
+
+
+def suspicious_and_full(inp: phys.Input, out: phys.Output) -> tuple[bool, int]:
+    """(what the cheap pass says, the code of the full checks) for one output."""
+    bodies, claimed, world, has_world = kernel_views(inp, out)
+    props, speed, slack, own_reach, cap = phys._prepare(bodies, world, has_world, inp.dt)
+    suspicious = phys._suspicious(bodies, props, slack, own_reach, cap, claimed, world, has_world, inp.dt)
+    full = phys._global_checks(
+        bodies, props, speed, slack, own_reach, cap, claimed, world, has_world, inp.dt, inp.substeps
+    )
+    return bool(suspicious), int(full[0])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=scenes(), seed=st.integers(0, 2**32), kind=st.sampled_from(["honest", "noise", "scale", "shift"]))
+def test_the_cheap_pass_never_lets_through_what_the_full_checks_reject(
+    raw: dict, seed: int, kind: str
+) -> None:
+    """verify skips the full checks (and their broad phase) when the cheap pass finds nothing: that must
+    never skip a failure of any of them, overlaps included (the cheap pass screens those too)."""
+    inp, out = step(raw)
+    s = {f: v.copy() for f, v in state(out).items()}
+    rng = np.random.default_rng(seed % 2**32)
+    n = len(s["x"])
+    if kind == "noise":
+        for f in phys._STATE_FIELDS:
+            s[f] += rng.normal(0.0, 0.05, n)
+    elif kind == "scale":
+        s["vx"] *= 1.5
+        s["angular_velocity"] *= 3.0
+    elif kind == "shift":
+        s["vy"] += 0.3
+    suspicious, code = suspicious_and_full(inp, output_from(s))
+    if code != 0:  # overlaps (5) included: the cheap pass screens them on every verify
+        assert suspicious, code
+
+
+def test_the_cheap_pass_flags_an_energy_gain_a_momentum_change_and_a_moved_static_body() -> None:
+    inp, out = step(scattered_scene(random.Random(13), 60, box=False, gravity=0.0))
+    s = {f: v.copy() for f, v in state(out).items()}
+    assert suspicious_and_full(inp, out) == (False, 0)
+    faster = {**s, "vx": s["vx"] * 2.0, "vy": s["vy"] * 2.0}
+    assert suspicious_and_full(inp, output_from(faster)) == (True, 6)
+    drift = {**s, "vx": s["vx"] + 1e-3}  # a thousandth of a metre per second on every body
+    assert suspicious_and_full(inp, output_from(drift)) == (True, 7)
+    verdict = phys.verify(inp, output_from(drift), random.Random(0))
+    assert not verdict and "momentum" in verdict.reason
+    raw = {**phys.example(random.Random(11), "small")}
+    inp, out = step(raw)
+    s = {f: v.copy() for f, v in state(out).items()}
+    static = int(np.flatnonzero(np.frombuffer(inp.mass) == 0.0)[0])
+    s["angle"][static] += 1e-12
+    assert suspicious_and_full(inp, output_from(s)) == (True, 2)
+    verdict = phys.verify(inp, output_from(s), random.Random(0))
+    assert not verdict and f"static body {static}" in verdict.reason
+
+
+def test_an_output_overlap_is_still_rejected_where_a_window_or_the_full_checks_look() -> None:
+    # Two balls drifting apart in empty space; the output pushes one into the other, within its reach.
+    raw = {**two_balls(gap=0.05, speed=-0.1, restitution=0.0), "dt": 0.1}
+    inp, out = step(raw)
+    s = {f: v.copy() for f, v in state(out).items()}
+    s["x"][1] = s["x"][0] + 0.5  # half a diameter deep
+    verdict = phys.verify(inp, output_from(s), random.Random(0))
+    assert not verdict
+
+
+def resting_pair_beside_a_scattered_scene(gap: float) -> dict:
+    """1,000 bodies in free flight (no walls, no gravity) and, well away from all of them, two balls of
+    radius 0.3 at rest ``gap`` apart: an island of their own that a window covers only when a random
+    seed lands on one of the two."""
+    raw = scattered_scene(random.Random(31), 1000, box=False, gravity=0.0)
+    for column, values in (("x", [-20.0, -19.4 + gap]), ("y", [0.0, 0.0]), ("radius", [0.3, 0.3])):
+        raw[column] = raw[column] + values
+    for column in ("vx", "vy", "angular_velocity"):
+        raw[column] = raw[column] + [0.0, 0.0]
+    raw["mass"] = raw["mass"] + [1.0, 1.0]
+    raw["restitution"] = raw["restitution"] + [0.0, 0.0]
+    return raw
+
+
+def test_an_overlap_far_from_every_window_is_rejected_on_every_verify() -> None:
+    # The resting ball is pushed 0.15 into its resting neighbour (0.1 deep, more than the 25 % of 0.3
+    # allowed), within its reach and changing no velocity: energy and momentum are untouched, so the
+    # overlap is the only fault, and it lies where the windows almost never look. The cheap pass must
+    # still find it, on every verify.
+    raw = resting_pair_beside_a_scattered_scene(gap=0.05)
+    inp, out = step(raw)
+    assert suspicious_and_full(inp, out) == (False, 0)
+    s = {f: v.copy() for f, v in state(out).items()}
+    resting = len(s["x"]) - 2
+    assert s["x"][resting] == -20.0 and s["vx"][resting] == 0.0
+    s["x"][resting] += 0.15
+    bad = output_from(s)
+    assert suspicious_and_full(inp, bad) == (True, 5)  # the full checks find nothing else wrong
+    for seed in range(20):
+        verdict = phys.verify(inp, bad, random.Random(seed))
+        assert not verdict, f"accepted with rng seed {seed}"
+        assert "overlap" in verdict.reason, verdict.reason
+        assert f"bodies {resting} and {resting + 1}" in verdict.reason, verdict.reason
+
+
+def test_the_overlap_screen_flags_exactly_what_the_full_check_could_reject() -> None:
+    # Bodies 0 and 1 dynamic, 2 a static peg, 3 a static boulder (radius 3: above 4 times the mean
+    # radius, so tested against everyone), 4 to 13 static pegs in a row far away.
+    radius = np.array([0.3, 0.3, 0.3, 3.0] + [0.3] * 10)
+    inv_mass = np.array([1.0, 1.0, 0.0, 0.0] + [0.0] * 10)
+    y = np.zeros(14)
+    pegs = [200.0 + k for k in range(10)]
+
+    def flagged(x: list[float], inv: np.ndarray = inv_mass) -> bool:
+        return bool(phys._overlap_screen(np.array(x + pegs), y, radius, inv))
+
+    far = 100.0
+    assert not flagged([0.0, 0.6, 5.0, far])  # touching: allowed
+    assert not flagged([0.0, 0.6 - 0.0749, 5.0, far])  # 0.0749 deep: within 25 % of 0.3
+    assert flagged([0.0, 0.6 - 0.0751, 5.0, far])
+    assert flagged([5.0 - 0.45, 0.0, 5.0, far])  # dynamic into static, 0.15 deep
+    assert not flagged([far, 0.0, 0.0, 0.1], inv_mass * 0)  # all static: static pairs are never checked
+    assert not flagged([0.0, far, -far, 3.3 - 0.75 + 0.01])  # into the boulder, under 25 % of its radius
+    assert flagged([0.0, far, -far, 3.3 - 0.75 - 0.01])
+
+
+def test_a_pile_of_static_bodies_trips_the_screens_budget_not_the_verdict() -> None:
+    # 800 static pegs on one spot (allowed) beside 200 free bodies: the screen gives up, the full checks
+    # run and decide, and the honest output passes.
+    raw = scattered_scene(random.Random(5), 200, box=False)
+    raw = {
+        **raw,
+        **{c: raw[c] + [0.0] * 800 for c in ("vx", "vy", "angular_velocity", "mass")},
+        "x": raw["x"] + [-30.0] * 800,
+        "y": raw["y"] + [0.0] * 800,
+        "radius": raw["radius"] + [0.3] * 800,
+        "restitution": raw["restitution"] + [0.0] * 800,
+    }
+    inp, out = step(raw)
+    x, y = np.frombuffer(out.x), np.frombuffer(out.y)
+    assert phys._overlap_screen(x, y, np.frombuffer(inp.radius), np.frombuffer(inp.mass))
+    assert phys.verify(inp, out, random.Random(0))
+
+
+def test_one_perturbed_body_is_caught_by_re_simulation_of_a_small_scene() -> None:
+    inp, out = step(SCENES["scattered 60, no walls"]())
+    s = {f: v.copy() for f, v in state(out).items()}
+    s["vy"][17] += 0.01
+    assert_rejected(inp, output_from(s))
+
+
+def test_verify_is_one_call_into_compiled_code_with_list_columns_too() -> None:
+    """Outputs or inputs holding lists (not from parse_*) are packed first and give the same verdict."""
+    inp, out = step(phys.example(random.Random(3), "small"))
+    as_lists = phys.Output(**{f: np.frombuffer(getattr(out, f)).tolist() for f in phys._STATE_FIELDS})
+    assert phys.verify(inp, as_lists, random.Random(1))
+    lists_in = msgspec.structs.replace(inp, vx=np.frombuffer(inp.vx).tolist())
+    assert phys.verify(lists_in, out, random.Random(1))
+
+
 # --- agree ------------------------------------------------------------------------------------------------
 
 

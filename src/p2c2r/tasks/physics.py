@@ -26,9 +26,10 @@ full result bit for bit. A body's reach and pairs depend only on bodies a few ex
 plan a small window of the world exactly instead of the whole of it.
 
 ``verify`` runs cheap checks over every body (finite values, static bodies untouched, travel within
-reach, inside the box, no new overlaps found by a broad phase over the bodies' sweeps, kinetic energy
-and, with nothing immovable around, momentum), then re-simulates whole islands in random windows
-exactly; an island too large for its budget gets a local screen with the claimed output as a moving
+reach, inside the box, kinetic energy, with nothing immovable around momentum, and a grid screen for
+overlaps deeper than any the output may have; when any of them looks off, the full checks, which
+judge overlaps with a broad phase over the bodies' sweeps, decide), then re-simulates whole islands in
+random windows exactly; an island too large for its budget gets a local screen with the claimed output as a moving
 boundary, and a full re-simulation when the screen disagrees (and, as an audit, now and then anyway).
 ``docs/tasks/physics.md`` documents the formats, limits and every bound.
 
@@ -110,6 +111,9 @@ EXACT_RTOL = 1e-9  # re-simulation and agree: relative tolerance (the kernel is 
 EXACT_ATOL_FRACTION = 1e-12  # ... plus this fraction of the quantity's natural scale
 OVERLAP_FRACTION = 0.25  # penetration allowed in the output, as a fraction of the larger radius
 ENERGY_RTOL = 0.05  # slack on the kinetic energy bound (warm starting can add a little)
+# The overlap screen's budget, in pair tests per body: similar radii need about 5 (half of a 3 x 3 block
+# of cells twice the largest radius wide); more only for bodies piled on one spot or radii spread wide.
+OVERLAP_SCREEN_TESTS_PER_BODY = 64
 
 _STATE_FIELDS = ("x", "y", "vx", "vy", "angle", "angular_velocity")
 
@@ -397,59 +401,38 @@ _REASONS = MappingProxyType(
 
 
 def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
-    scene = _Scene.from_input(inp)
-    n = scene.bodies.shape[1]
-    columns = [getattr(out, field) for field in _STATE_FIELDS]
+    # One call into one compiled kernel that returns four scalars. The former version built a 12 x n and a
+    # 6 x n block in Python (joins and copies of ~150 kB), crossed into numba three or four times and
+    # boxed a dozen arrays on the way back: ~20 us of overhead before any checking, more than a light
+    # scene's whole step costs. The packed columns now go in as they are (numba reads bytes in place).
+    n = _column_length(TaskInputError, "x", inp.x)
+    columns = tuple(getattr(out, field) for field in _STATE_FIELDS)
     lengths = [_column_length(TaskOutputError, field, c) for field, c in zip(_STATE_FIELDS, columns)]
     if any(length != n for length in lengths):
         found = ", ".join(f"{field} has {length}" for field, length in zip(_STATE_FIELDS, lengths))
         return Verdict.reject(f"output must have {n} bodies per column; {found}")
-    if all(isinstance(c, bytes) for c in columns):
-        claimed = np.frombuffer(b"".join(columns), dtype="<f8").reshape(6, n).copy()
-    else:
-        claimed = np.stack(_output_arrays(out))
-
-    checks = _verify_checks(*scene.arguments(), claimed, rng.getrandbits(63))
-    code, body, other, value = checks[:4]
+    if not all(isinstance(c, bytes) for c in columns):
+        columns = tuple(
+            c if isinstance(c, bytes) else _pack(np.asarray(c, dtype=np.float64)) for c in columns
+        )
+    rows = tuple(getattr(inp, row) for row in _BODY_ROWS)
+    if not all(isinstance(v, bytes) for v in rows):  # not from parse_input: normalise as _Scene does
+        defaults = {"friction": DEFAULT_FRICTION}
+        rows = tuple(_pack(_column(v, n, defaults.get(row, 0.0))) for row, v in zip(_BODY_ROWS, rows))
+    w = inp.world
+    world = (
+        (w.min_x, w.min_y, w.max_x, w.max_y, w.restitution, w.friction)
+        if w
+        else (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    )
+    gx, gy = inp.gravity
+    code, body, other, value = _verify_kernel(
+        rows, columns, (*map(float, world), float(gx), float(gy)), w is not None, float(inp.dt),
+        int(inp.substeps), int(inp.iterations), rng.getrandbits(63),
+    )  # fmt: skip
     if code != _ACCEPT:
         return _rejection(code, body, other, value)
-    index, role, state, props, leash, pair_a, pair_b, wall_body, wall_side, tolerance, scales, audit = checks[
-        4:
-    ]
-    if index.size:
-        simulated = _simulate(state, props, leash, pair_a, pair_b, wall_body, wall_side, *scene.solver())
-        code, body, other, value, suspect = _compare(simulated, claimed, index, role, tolerance, scales)
-        if code != _ACCEPT:
-            return _rejection(code, body, other, value)
-        if suspect >= 0:
-            audit = suspect
-    if audit >= 0:  # a screen disagreed, or an audit: re-simulate the whole island, planned in full
-        code, body, other, value = _check_whole_island(scene, claimed, int(audit), tolerance, scales)
-        if code != _ACCEPT:
-            return _rejection(code, body, other, value)
     return Verdict.accept()
-
-
-def _check_whole_island(
-    scene: _Scene, claimed: np.ndarray, body: int, tolerance: np.ndarray, scales: np.ndarray
-) -> tuple[int, int, int, float]:
-    props, leash, pair_a, pair_b, wall_body, wall_side, island = _plan_scene(
-        scene.bodies, scene.world, scene.has_world, scene.dt
-    )
-    members = island == island[body]
-    role = np.where(members, _ROLE_EXACT, _ROLE_NONE).astype(np.int64)
-    involved = members[pair_a] | members[pair_b]
-    walls = members[wall_body]
-    sub = _subproblem(
-        scene.bodies, props, claimed, scene.dt, role, np.zeros_like(members), leash,
-        pair_a[involved], pair_b[involved], wall_body[walls], wall_side[walls],
-    )  # fmt: skip
-    index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side = sub
-    simulated = _simulate(
-        state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, *scene.solver()
-    )
-    code, body, other, value, _suspect = _compare(simulated, claimed, index, sub_role, tolerance, scales)
-    return code, body, other, value
 
 
 def _rejection(code: int, body: int, other: int, value: float) -> Verdict:
@@ -575,6 +558,8 @@ def _outside_depth(x, y, r, world):  # pragma: no cover - compiled
     """Distance from a centre to the region where the whole circle is inside the box (0 when inside)."""
     dx = max(0.0, world[0] + r - x, x - (world[2] - r))
     dy = max(0.0, world[1] + r - y, y - (world[3] - r))
+    if dx == 0.0 and dy == 0.0:  # inside (the usual case): skip the square root, same result
+        return 0.0
     return math.sqrt(dx * dx + dy * dy)
 
 
@@ -831,6 +816,11 @@ def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
     speed = np.zeros(n)
     slack = np.zeros(n)
     own_reach = np.zeros(n)
+    # verify runs this over every body too, so it is kept to the divisions and square roots it needs:
+    # a zero thrust divides to itself (same sign) and leaves the acceleration at gravity's, whose length
+    # is computed once; a centre inside the box is 0 deep. Each shortcut gives the same bits as the
+    # general expression (compute's outputs, and so VERSION, are unchanged).
+    gravity_length = math.sqrt(world[6] * world[6] + world[7] * world[7])
     for i in range(n):  # (explicit loops: numba compiles slice assignments slowly)
         props[0, i] = radius[i]
         props[6, i] = restitution[i]
@@ -838,9 +828,16 @@ def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
         if mass[i] > 0.0:
             props[1, i] = 1.0 / mass[i]
             props[2, i] = 2.0 / (mass[i] * radius[i] * radius[i])
-            props[3, i] = world[6] + thrust_x[i] / mass[i]
-            props[4, i] = world[7] + thrust_y[i] / mass[i]
-            props[5, i] = math.sqrt(props[3, i] * props[3, i] + props[4, i] * props[4, i])
+            tx = thrust_x[i]
+            ty = thrust_y[i]
+            if tx == 0.0 and ty == 0.0:
+                props[3, i] = world[6] + tx
+                props[4, i] = world[7] + ty
+                props[5, i] = gravity_length
+            else:
+                props[3, i] = world[6] + thrust_x[i] / mass[i]
+                props[4, i] = world[7] + thrust_y[i] / mass[i]
+                props[5, i] = math.sqrt(props[3, i] * props[3, i] + props[4, i] * props[4, i])
             speed[i] = math.sqrt(vx[i] * vx[i] + vy[i] * vy[i]) + props[5, i] * dt
             slack[i] = REACH_MARGIN_FRACTION * radius[i]
             if has_world:
@@ -1399,7 +1396,7 @@ def _subproblem(
     take part in and in the order the full step uses within each island. Static partners are added;
     kinematic bodies move in a straight line to their claimed output with infinite mass.
     """
-    n = bodies.shape[1]
+    n = bodies[0].shape[0]
     keep = (role != _ROLE_NONE) | kinematic
     for k in range(pair_a.shape[0]):
         keep[pair_a[k]] = True
@@ -1410,18 +1407,20 @@ def _subproblem(
         local[index[k]] = k
     state = np.empty((6, index.shape[0]))
     sub_props = np.empty((8, index.shape[0]))
-    for k in range(index.shape[0]):
-        for f in range(6):
-            state[f, k] = bodies[f, index[k]]
-        for f in range(8):
+    for f in range(6):
+        row = bodies[f]
+        for k in range(index.shape[0]):
+            state[f, k] = row[index[k]]
+    for f in range(8):
+        for k in range(index.shape[0]):
             sub_props[f, k] = props[f, index[k]]
     sub_leash = leash[index]
     for k in range(index.shape[0]):
         i = index[k]
         if kinematic[i]:
-            state[2, k] = (claimed[0, i] - bodies[0, i]) / dt
-            state[3, k] = (claimed[1, i] - bodies[1, i]) / dt
-            state[5, k] = (claimed[4, i] - bodies[4, i]) / dt
+            state[2, k] = (claimed[0][i] - bodies[0][i]) / dt
+            state[3, k] = (claimed[1][i] - bodies[1][i]) / dt
+            state[5, k] = (claimed[4][i] - bodies[4][i]) / dt
             sub_props[1, k] = 0.0
             sub_props[2, k] = 0.0
             sub_props[5, k] = 0.0
@@ -1441,8 +1440,9 @@ def _global_checks(
     n = px.shape[0]
     length = np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
     for f in range(6):
+        column = claimed[f]
         for i in range(n):
-            if not math.isfinite(claimed[f, i]):
+            if not math.isfinite(column[i]):
                 return 1, i, f, 0.0
     inv_mass = props[1]
     accel = props[5]
@@ -1451,7 +1451,7 @@ def _global_checks(
         if inv_mass[i] == 0.0:
             any_static = True
             for f in range(6):
-                if claimed[f, i] != bodies[f, i]:
+                if claimed[f][i] != bodies[f][i]:
                     return 2, i, f, 0.0
 
     # Travel: no body goes farther than the largest reach the plan could give it; and the box holds.
@@ -1537,41 +1537,350 @@ def _global_checks(
 
 
 @njit(cache=True, error_model="numpy")
-def _verify_checks(bodies, world, has_world, dt, substeps, iterations, claimed, seed):  # pragma: no cover
-    """verify, except running the simulation: the global checks, then the sub-problem to re-simulate.
+def _f64(packed):  # pragma: no cover - compiled
+    """A packed little-endian float64 column (bytes), read in place: no copy."""
+    return np.frombuffer(packed, dtype=np.float64)
 
-    Returns (code, body, other, value) (code 0 = nothing wrong so far, see _REASONS); then the
-    sub-problem (see _subproblem; empty when there is nothing to re-simulate), the screen tolerances per
-    body, the comparison scales, and a body whose whole island must be re-simulated as an audit (-1 if
-    none).
+
+@njit(cache=True, error_model="numpy")
+def _verify_kernel(
+    rows, columns, world_values, has_world, dt, substeps, iterations, seed
+):  # pragma: no cover
+    """All of verify after the shape check, in one compiled call: (code, body, other, value), 0 = accept.
+
+    ``rows`` are the input's packed columns in _BODY_ROWS order, ``columns`` the output's in _STATE_FIELDS
+    order, ``world_values`` the 8 numbers of _Scene.world. Bodies and the claimed output are tuples of
+    read-only views of those bytes (indexed ``[row][body]``), so nothing is copied or boxed on the way.
     """
+    bodies = (
+        _f64(rows[0]), _f64(rows[1]), _f64(rows[2]), _f64(rows[3]), _f64(rows[4]), _f64(rows[5]),
+        _f64(rows[6]), _f64(rows[7]), _f64(rows[8]), _f64(rows[9]), _f64(rows[10]), _f64(rows[11]),
+    )  # fmt: skip
+    claimed = (
+        _f64(columns[0]), _f64(columns[1]), _f64(columns[2]), _f64(columns[3]), _f64(columns[4]),
+        _f64(columns[5]),
+    )  # fmt: skip
+    world = np.empty(8)
+    for k in range(8):
+        world[k] = world_values[k]
+    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt)
+    if _suspicious(bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt):
+        # Something may be wrong (or the energy needs the push-out allowance): the full checks decide,
+        # with their broad phase, and name the problem exactly as they always have.
+        code, body, other, value = _global_checks(
+            bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps
+        )
+        if code != _ACCEPT:
+            return code, body, other, value
+
     px, py, angle, radius = bodies[0], bodies[1], bodies[4], bodies[6]
-    n = px.shape[0]
     length = np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
     turn = 1.0 + np.max(np.abs(angle))
     scales = np.array([length, length, length / dt, length / dt, turn, turn / dt])
-    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt)
-    code, body, other, value = _global_checks(
-        bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps
+    role, kinematic, leash, pair_a, pair_b, wall_body, wall_side, tolerance, audit = _choose_windows(
+        bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed
     )
-    no_pairs = np.zeros(0, dtype=np.int64)
-    role = np.zeros(n, dtype=np.int64)
-    kinematic = np.zeros(n, dtype=np.bool_)
-    leash = np.zeros(n)
-    tolerance = np.zeros((2, n))
-    pair_a, pair_b, wall_body, wall_side, audit = no_pairs, no_pairs, no_pairs, no_pairs, -1
-    if code == _ACCEPT:
-        role, kinematic, leash, pair_a, pair_b, wall_body, wall_side, tolerance, audit = _choose_windows(
-            bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed
-        )
     sub = _subproblem(
         bodies, props, claimed, dt, role, kinematic, leash, pair_a, pair_b, wall_body, wall_side
     )
     index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side = sub
-    return (
-        code, body, other, value, index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body,
-        sub_wall_side, tolerance, scales, audit,
+    if index.shape[0] > 0:
+        simulated = _simulate(
+            state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, world, has_world, dt,
+            substeps, iterations,
+        )  # fmt: skip
+        code, body, other, value, suspect = _compare(simulated, claimed, index, sub_role, tolerance, scales)
+        if code != _ACCEPT:
+            return code, body, other, value
+        if suspect >= 0:
+            audit = suspect
+    if audit >= 0:  # a screen disagreed, or an audit: re-simulate the whole island, planned in full
+        return _whole_island(
+            bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps,
+            iterations, audit, tolerance, scales,
+        )  # fmt: skip
+    return _ACCEPT, 0, 0, 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _whole_island(
+    bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps, iterations,
+    body, tolerance, scales,
+):  # pragma: no cover  # fmt: skip
+    """Re-simulate the island of ``body`` in full, from a plan of the whole scene: (code, body, other, value)."""
+    _reach, leash, pair_a, pair_b, wall_body, wall_side, island = _plan_step(
+        bodies[0], bodies[1], props[0], props[1], speed, slack, own_reach, speed_cap, world, has_world, dt
+    )
+    n = island.shape[0]
+    members = island == island[body]
+    role = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if members[i]:
+            role[i] = _ROLE_EXACT
+    involved = np.zeros(pair_a.shape[0], dtype=np.bool_)
+    for k in range(pair_a.shape[0]):
+        involved[k] = members[pair_a[k]] or members[pair_b[k]]
+    walls = np.zeros(wall_body.shape[0], dtype=np.bool_)
+    for k in range(wall_body.shape[0]):
+        walls[k] = members[wall_body[k]]
+    sub = _subproblem(
+        bodies, props, claimed, dt, role, np.zeros(n, dtype=np.bool_), leash, pair_a[involved],
+        pair_b[involved], wall_body[walls], wall_side[walls],
     )  # fmt: skip
+    index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side = sub
+    simulated = _simulate(
+        state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, world, has_world, dt,
+        substeps, iterations,
+    )  # fmt: skip
+    code, body, other, value, _suspect = _compare(simulated, claimed, index, sub_role, tolerance, scales)
+    return code, body, other, value
+
+
+@njit(cache=True, error_model="numpy")
+def _suspicious(
+    bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt
+):  # pragma: no cover
+    """One cheap pass over every body, then the overlap screen: False guarantees that _global_checks
+    finds nothing wrong, so it (and its broad phase) can be skipped; True means run it.
+
+    Same expressions and summation order as _global_checks for finiteness, static bodies, travel, the box
+    and momentum; the energy bound leaves out the push-out allowance (which needs the broad phase to
+    find input overlaps), so it is at most _global_checks' bound: an honest pile pushing out of overlaps
+    may come back True and pay for the broad phase, a wrong output never gets through here that the full
+    energy check would have rejected.
+    """
+    px, py, vx, vy, angle, angvel = bodies[0], bodies[1], bodies[2], bodies[3], bodies[4], bodies[5]
+    radius, mass = bodies[6], bodies[7]
+    out_x, out_y, out_vx, out_vy, out_angle, out_angvel = (
+        claimed[0], claimed[1], claimed[2], claimed[3], claimed[4], claimed[5]
+    )  # fmt: skip
+    inv_mass = props[1]
+    accel = props[5]
+    n = px.shape[0]
+    finite = True  # branch-free, so the loop vectorises
+    for i in range(n):
+        finite &= (abs(out_x[i]) < np.inf) & (abs(out_y[i]) < np.inf) & (abs(out_vx[i]) < np.inf)
+        finite &= (abs(out_vy[i]) < np.inf) & (abs(out_angle[i]) < np.inf) & (abs(out_angvel[i]) < np.inf)
+    if not finite:
+        return True
+    max_radius = radius[0]
+    max_x = abs(px[0])
+    max_y = abs(py[0])
+    for i in range(1, n):
+        max_radius = max(max_radius, radius[i])
+        max_x = max(max_x, abs(px[i]))
+        max_y = max(max_y, abs(py[i]))
+    length = max_radius + max_x + max_y  # as np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
+    inflated = dt * REACH_INFLATION * speed_cap
+    any_static = False
+    k_in = 0.0
+    k_out = 0.0
+    drive = 0.0
+    expected_x = 0.0
+    got_x = 0.0
+    scale_x = 0.0
+    expected_y = 0.0
+    got_y = 0.0
+    scale_y = 0.0
+    for i in range(n):
+        if inv_mass[i] == 0.0:
+            any_static = True
+            if (out_x[i] != px[i] or out_y[i] != py[i] or out_vx[i] != vx[i] or out_vy[i] != vy[i]
+                    or out_angle[i] != angle[i] or out_angvel[i] != angvel[i]):  # fmt: skip
+                return True
+        else:
+            reach_bound = max(own_reach[i], inflated + slack[i])
+            travel = math.sqrt((out_x[i] - px[i]) ** 2 + (out_y[i] - py[i]) ** 2)
+            if travel > reach_bound * (1.0 + EXACT_RTOL) + EXACT_ATOL_FRACTION * length:
+                return True
+            if has_world and _outside_depth(out_x[i], out_y[i], radius[i], world) > EXACT_RTOL * length:
+                return True
+            inertia = 0.5 * mass[i] * radius[i] * radius[i]
+            k_in += 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia * angvel[i] ** 2
+            k_out += 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia * out_angvel[i] ** 2
+            drive += mass[i] * accel[i] ** 2
+        expected_x += mass[i] * (vx[i] + dt * props[3, i])
+        got_x += mass[i] * out_vx[i]
+        scale_x += mass[i] * (abs(vx[i]) + abs(out_vx[i]) + dt * accel[i] + PUSH_OUT_RATE * radius[i])
+        expected_y += mass[i] * (vy[i] + dt * props[4, i])
+        got_y += mass[i] * out_vy[i]
+        scale_y += mass[i] * (abs(vy[i]) + abs(out_vy[i]) + dt * accel[i] + PUSH_OUT_RATE * radius[i])
+    bound = (1.0 + ENERGY_RTOL) * (math.sqrt(2.0 * k_in) + dt * math.sqrt(drive))
+    if math.sqrt(2.0 * k_out) > bound * (1.0 + EXACT_RTOL):
+        return True
+    momentum_holds = (
+        has_world
+        or any_static
+        or (
+            abs(got_x - expected_x) <= EXACT_RTOL * scale_x
+            and abs(got_y - expected_y) <= EXACT_RTOL * scale_y
+        )
+    )  # (<= is not > here only for NaN, and every value is finite by now)
+    if not momentum_holds:
+        return True
+    # Last, as it costs the most: overlaps. Without it a clean pass would leave the output's overlaps
+    # unchecked everywhere outside the re-simulated windows.
+    return _overlap_screen(out_x, out_y, radius, inv_mass)
+
+
+@njit(cache=True, error_model="numpy")
+def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compiled
+    """True when some pair (not both static) overlaps in the output by more than OVERLAP_FRACTION of the
+    larger radius, the least that the overlap check of _global_checks ever allows, or when the screen
+    runs over its budget; False guarantees that _global_checks finds no overlap to reject.
+
+    It runs on every verify whose cheap pass is otherwise clean, so that an overlap far from every
+    re-simulated window is still caught. _candidate_pairs (a sorted list of pairs over each body's sweep)
+    costs 20 to 30 us for 1,000 bodies, a third of a whole verify; this needs no list, only "is there
+    one". So: a dense uniform grid of the output centres, cells (2 - OVERLAP_FRACTION) largest ordinary
+    radii wide (a pair over the limit lies in the same or adjacent cells), filled by a counting sort into
+    contiguous copies of x, y and r so that the scans are cache-friendly; row-major, so "the rest of this
+    cell and the next" and "the three cells above" are two contiguous ranges, and each pair is tested
+    once. The first pair over the limit ends it. Sparse scenes get wider cells, at most about 4 per body
+    (the counting sort walks every cell). Sort-and-sweep on x was the other candidate, but in a pile a
+    whole column of bodies shares each x-interval: ten times the tests. Exceptionally big bodies (radius
+    above BIG_BODY_FACTOR times the mean) would blow up the cells; they are tested against every body.
+
+    The depth is the full check's expression on the same values, and the full check only ever allows
+    more (a sub-step of closing speed; anything near an input overlap), so whatever it would reject is
+    flagged here; a flag costs the full checks, which decide. Past OVERLAP_SCREEN_TESTS_PER_BODY tests
+    per body (bodies piled on one spot, as static ones may be, or radii spread wide) the screen flags
+    too: it stays O(n) whatever the input, and the verdict is the full checks' either way.
+    """
+    n = out_x.shape[0]
+    if n < 2:
+        return False
+    budget = OVERLAP_SCREEN_TESTS_PER_BODY * n + 1024
+    total_radius = 0.0
+    for i in range(n):
+        total_radius += radius[i]
+    big_limit = BIG_BODY_FACTOR * total_radius / n
+    largest = 0.0
+    min_x = np.inf
+    min_y = np.inf
+    max_x = -np.inf
+    max_y = -np.inf
+    n_big = 0
+    for i in range(n):
+        if radius[i] > big_limit:
+            n_big += 1
+        else:
+            largest = max(largest, radius[i])
+            min_x = min(min_x, out_x[i])
+            min_y = min(min_y, out_y[i])
+            max_x = max(max_x, out_x[i])
+            max_y = max(max_y, out_y[i])
+
+    if n_big > 0:  # big bodies against everyone, big pairs once
+        if n_big * n > budget:
+            return True
+        budget -= n_big * n
+        for i in range(n):
+            if radius[i] <= big_limit:
+                continue
+            for j in range(n):
+                if j == i or (radius[j] > big_limit and j < i):
+                    continue
+                if _overlaps_too_much(out_x, out_y, radius, inv_mass, i, j):
+                    return True
+    m = n - n_big
+    if m < 2:
+        return False
+
+    # A pair over the limit is closer than r_a + r_b - OVERLAP_FRACTION max(r_a, r_b), at most
+    # (2 - OVERLAP_FRACTION) times the largest radius, so cells that wide (and a little) put it in the
+    # same or adjacent cells; narrower cells than 2 radii mean fewer tests.
+    cell = (2.0 - OVERLAP_FRACTION) * largest * 1.001
+    width = (max_x - min_x) / cell + 1.0
+    height = (max_y - min_y) / cell + 1.0
+    most = 4.0 * m + 16.0
+    while width * height > most:
+        cell *= max(1.5, math.sqrt(width * height / most))
+        width = (max_x - min_x) / cell + 1.0
+        height = (max_y - min_y) / cell + 1.0
+    per_cell = 1.0 / cell
+    columns = np.int64(width)
+    rows = np.int64(height)
+    cells = columns * rows
+    slot = np.empty(n, dtype=np.int64)
+    start = np.zeros(cells + 2, dtype=np.int64)
+    for i in range(n):
+        if radius[i] <= big_limit:
+            cx = min(np.int64((out_x[i] - min_x) * per_cell), columns - 1)
+            cy = min(np.int64((out_y[i] - min_y) * per_cell), rows - 1)
+            slot[i] = cy * columns + cx
+            start[slot[i] + 2] += 1
+    for k in range(2, cells + 2):
+        start[k] += start[k - 1]
+    # start[s + 1] is where cell s begins; filling moves it to where cell s ends, so that afterwards
+    # cell s is start[s] .. start[s + 1].
+    sx = np.empty(m)
+    sy = np.empty(m)
+    sr = np.empty(m)
+    sb = np.empty(m, dtype=np.int64)  # the body
+    ss = np.empty(m, dtype=np.int64)  # its cell
+    for i in range(n):
+        if radius[i] <= big_limit:
+            q = start[slot[i] + 1]
+            start[slot[i] + 1] = q + 1
+            sx[q] = out_x[i]
+            sy[q] = out_y[i]
+            sr[q] = radius[i]
+            sb[q] = i
+            ss[q] = slot[i]
+    tests = 0
+    cx = 0
+    row_end = columns
+    for p in range(m):
+        s = ss[p]
+        while s >= row_end:  # (cells come in order: no division for the column)
+            row_end += columns
+        cx = s - (row_end - columns)
+        # the rest of this cell and the next one, then the three cells above: two contiguous ranges
+        right = 1 if cx + 1 < columns else 0
+        left = 1 if cx > 0 else 0
+        xi = sx[p]
+        yi = sy[p]
+        ri = sr[p]
+        i = sb[p]
+        for part in range(2):
+            if part == 0:
+                lo = p + 1
+                hi = start[s + 1 + right]
+            elif row_end < cells:
+                lo = start[s + columns - left]
+                hi = start[s + columns + 1 + right]
+            else:  # top row: nothing above
+                break
+            tests += hi - lo
+            for q in range(lo, hi):
+                # Only a pair closer than r_a + r_b - OVERLAP_FRACTION max(r_a, r_b) (squared, with 1e-9 to
+                # spare for rounding) can fail, so most pairs cost one comparison and no square root.
+                rq = sr[q]
+                limit = ri + rq - OVERLAP_FRACTION * max(ri, rq)
+                if (sx[q] - xi) ** 2 + (sy[q] - yi) ** 2 < limit * limit * (1.0 + 1e-9):
+                    # The exact test, on the same values in the same (a < b) order as the full check.
+                    j = sb[q]
+                    if inv_mass[i] != 0.0 or inv_mass[j] != 0.0:
+                        a = min(i, j)
+                        b = max(i, j)
+                        d = math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
+                        if radius[a] + radius[b] - d > OVERLAP_FRACTION * max(radius[a], radius[b]):
+                            return True
+        if tests > budget:
+            return True
+    return False
+
+
+@njit(cache=True, error_model="numpy")
+def _overlaps_too_much(out_x, out_y, radius, inv_mass, i, j):  # pragma: no cover - compiled
+    """The overlap screen's exact test of one pair: the full check's depth, in its (a < b) order."""
+    if inv_mass[i] == 0.0 and inv_mass[j] == 0.0:
+        return False
+    a = min(i, j)
+    b = max(i, j)
+    depth = radius[a] + radius[b] - math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
+    return depth > OVERLAP_FRACTION * max(radius[a], radius[b])
 
 
 @njit(cache=True, error_model="numpy")
@@ -1725,14 +2034,14 @@ def _compare(simulated, claimed, index, role, tolerance, scales):  # pragma: no 
         i = index[q]
         if role[q] == _ROLE_EXACT:
             for f in range(6):
-                if not _close(claimed[f, i], simulated[f, q], scales[f]):
-                    return 9, i, f, abs(claimed[f, i] - simulated[f, q]), -1
+                if not _close(claimed[f][i], simulated[f, q], scales[f]):
+                    return 9, i, f, abs(claimed[f][i] - simulated[f, q]), -1
         elif role[q] == _ROLE_SCREEN and suspect < 0:
             position_error = math.sqrt(
-                (simulated[0, q] - claimed[0, i]) ** 2 + (simulated[1, q] - claimed[1, i]) ** 2
+                (simulated[0, q] - claimed[0][i]) ** 2 + (simulated[1, q] - claimed[1][i]) ** 2
             )
             velocity_error = math.sqrt(
-                (simulated[2, q] - claimed[2, i]) ** 2 + (simulated[3, q] - claimed[3, i]) ** 2
+                (simulated[2, q] - claimed[2][i]) ** 2 + (simulated[3, q] - claimed[3][i]) ** 2
             )
             if position_error > tolerance[0, i] or velocity_error > tolerance[1, i]:
                 suspect = i
