@@ -81,14 +81,14 @@ class FuzzSession:
     async def window(self, frames: list) -> None:
         owed = stats_owed = 0
         for frame in frames:
-            want, _ = expected(frame, self.role, MAX_BYTES)
-            if want is Expect.TASK_ERROR:
-                self.submits[p.decode_from_client(frame, max_bytes=MAX_BYTES).task_id] += 1
-                self.tally.errors_owed += 1
-            elif want in (Expect.ERROR, Expect.UNKNOWN_TASK):
-                owed += 1
-            elif want is Expect.STATS:
-                stats_owed += 1
+            for want, _, task_id in expected(frame, self.role, MAX_BYTES):
+                if want is Expect.TASK_ERROR:
+                    self.submits[task_id] += 1
+                    self.tally.errors_owed += 1
+                elif want in (Expect.ERROR, Expect.UNKNOWN_TASK):
+                    owed += 1
+                elif want is Expect.STATS:
+                    stats_owed += 1
             await self.ws.send(frame)
         self.tally.sent += len(frames)
         self.tally.errors_owed += owed

@@ -56,26 +56,29 @@ class Expect(enum.Enum):
     NOTHING = "nothing"  # no answer (a heartbeat)
 
 
-def expected(frame: Frame, role: str, max_bytes: int) -> tuple[Expect, str | None]:
+def expected(frame: Frame, role: str, max_bytes: int) -> list[tuple[Expect, str | None, str | None]]:
     """What a coordinator owes ``frame`` from an authenticated ``role`` whose gamer has no funds and whose
-    peer has no assignment; the second item is the Error code when it is fixed."""
-    try:
-        msg = p.decode_from_client(frame, max_bytes=max_bytes)
-    except RemoteProtocolError as exc:
-        return Expect.ERROR, exc.code
+    peer has no assignment: one (expectation, fixed Error code or None, submitted task id or None) per
+    message of the frame (a batch frame holds several; see p2c2r.protocol)."""
+    return [_expected_for(msg, role) for msg in p.decode_client_frame(frame, max_bytes=max_bytes)]
+
+
+def _expected_for(msg: Any, role: str) -> tuple[Expect, str | None, str | None]:
+    if isinstance(msg, RemoteProtocolError):
+        return Expect.ERROR, msg.code, None
     if isinstance(msg, p.Heartbeat):
-        return Expect.NOTHING, None
+        return Expect.NOTHING, None, None
     if isinstance(msg, p.StatsRequest):
-        return Expect.STATS, None
+        return Expect.STATS, None, None
     if role == "gamer":
         if isinstance(msg, p.Submit):
-            return Expect.TASK_ERROR, None  # unknown kind, bad input, rate limit or insufficient funds
+            return Expect.TASK_ERROR, None, msg.task_id  # unknown kind, bad input, rate limit or no funds
         if isinstance(msg, p.Fetch):
-            return Expect.UNKNOWN_TASK, p.E_UNKNOWN_TASK
-        return Expect.ERROR, p.E_UNEXPECTED
+            return Expect.UNKNOWN_TASK, p.E_UNKNOWN_TASK, None
+        return Expect.ERROR, p.E_UNEXPECTED, None
     if isinstance(msg, (p.PeerResult, p.PeerError)):
-        return Expect.ERROR, p.E_NOT_ASSIGNED
-    return Expect.ERROR, p.E_UNEXPECTED
+        return Expect.ERROR, p.E_NOT_ASSIGNED, None
+    return Expect.ERROR, p.E_UNEXPECTED, None
 
 
 # Hypothesis strategies ------------------------------------------------------------------------------------
@@ -161,8 +164,14 @@ def _oversized(max_bytes: int) -> st.SearchStrategy[bytes]:
                      st.integers(max_bytes + 1, max_bytes + 2048), st.binary(min_size=1, max_size=8))
 
 
+def _batches() -> st.SearchStrategy[bytes]:
+    """Several messages in one frame (valid, shaped or mutated ones mixed): each is owed its own answer."""
+    return st.lists(st.one_of(_valid(), _shaped(), _mutated()), min_size=0, max_size=5).map(
+        lambda parts: b"\x90" if not parts else p.batch_frame(parts) if len(parts) > 1 else b"\x91" + parts[0])
+
+
 def frames(max_bytes: int) -> st.SearchStrategy[Frame]:
-    return st.one_of(_shaped(), _valid(), _mutated(), _oversized(max_bytes), st.text(max_size=60))
+    return st.one_of(_shaped(), _valid(), _mutated(), _batches(), _oversized(max_bytes), st.text(max_size=60))
 
 
 def handshake_garbage(max_bytes: int) -> st.SearchStrategy[Frame]:
@@ -250,6 +259,8 @@ def random_frame(rng: random.Random, max_bytes: int) -> Frame:
         ops = [(rng.choice(_MUTATIONS), rng.randrange(10_000), rng.randbytes(rng.randrange(0, 6)))
                for _ in range(rng.randrange(1, 4))]
         return mutate(base, ops)
+    if pick < 0.935:
+        return p.batch_frame([_random_valid(rng) for _ in range(rng.randrange(2, 6))])
     if pick < 0.94:
         n = max_bytes + 1 + rng.randrange(2048)
         return (rng.randbytes(4) * (n // 4 + 1))[:n]

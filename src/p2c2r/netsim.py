@@ -1053,12 +1053,9 @@ class _Agent:
         self._i = 0
 
     def _on_frame(self, frame: bytes) -> None:
-        try:
-            msg = self._p.decode_from_server(frame)
-        except Exception:
-            return
-        if isinstance(msg, self._p.Ack):
-            self.acked.add(msg.task_id)
+        for msg in self._p.decode_server_frame(frame):  # one message or a batch
+            if isinstance(msg, self._p.Ack):
+                self.acked.add(msg.task_id)
 
     def submit(self, kind: str, deadline_ms: int, tag: str, size: str = "small", *, stream: bool = True) -> None:
         from p2c2r.tasks import get_kind

@@ -1,8 +1,12 @@
 """The wire protocol: typed messages, encode/decode, limits, version, error and close codes. No I/O.
 
-Every frame is one binary WebSocket message holding one MessagePack map with a ``type`` tag. A connection
-opens with ``Hello`` (client), signed over the nonce the coordinator sent in the upgrade response
-(``p2c2r.identity``), and ``Welcome`` or ``Error`` + close (coordinator). Afterwards:
+Every frame is one binary WebSocket message holding one MessagePack map with a ``type`` tag, or a batch:
+a MessagePack array of up to ``MAX_BATCH_MESSAGES`` such maps, handled exactly as if they had arrived one
+by one. Batches exist for throughput: under load, messages queued in one turn of the event loop share one
+frame (``p2c2r.outbox``). Clients may always send batches; the coordinator sends them only to a client whose
+``Hello`` set ``batch``. A connection opens with ``Hello`` (client, never in a batch), signed over the nonce
+the coordinator sent in the upgrade response (``p2c2r.identity``), and ``Welcome`` or ``Error`` + close
+(coordinator). Afterwards:
 
     gamer -> coordinator   Submit, Fetch, StatsRequest, Heartbeat
     coordinator -> gamer   Ack, Result, Error, Stats
@@ -17,6 +21,7 @@ task kind (``p2c2r.tasks``), which validates them separately.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -26,6 +31,7 @@ from p2c2r.errors import RemoteProtocolError
 from p2c2r.network_config import MAX_DEADLINE_MS, MAX_MESSAGE_BYTES
 
 PROTOCOL_VERSION = 1
+MAX_BATCH_MESSAGES = 1024
 
 # Close codes (4000-4999 are free for applications, RFC 6455 section 7.4.2).
 CLOSE_UNSUPPORTED_VERSION = 4001
@@ -88,6 +94,8 @@ class Hello(_Msg, tag="hello"):
     slots: Annotated[int, Meta(ge=0, le=256)] = 0
     kinds: Annotated[list[KindName], Meta(max_length=64)] = []
     device: Literal["cpu", "gpu"] = "cpu"
+    # The client understands batch frames from the coordinator (see the module docstring).
+    batch: bool = False
     # Identity proof (key-based identities): public key and signature of the challenge, both raw bytes.
     public_key: Annotated[bytes, Meta(max_length=64)] | None = None
     signature: Annotated[bytes, Meta(max_length=128)] | None = None
@@ -156,7 +164,8 @@ class Assign(_Msg, tag="assign"):
     # The attempt id is all the peer learns about the task: no gamer id, name or session.
     attempt_id: Id
     kind: KindName
-    input: Any
+    # Left encoded: the peer hands it to a worker, which validates it against the kind's schema.
+    input: msgspec.Raw
     deadline_ms: DeadlineMs
 
 
@@ -186,12 +195,32 @@ ClientMessage = Union[Hello, Submit, Fetch, StatsRequest, Heartbeat, PeerResult,
 ServerMessage = Union[Welcome, Ack, Result, Error, Stats, Assign, Cancel, Earned]
 
 _encoder = msgspec.msgpack.Encoder()
+_Batch = Annotated[list[msgspec.Raw], Meta(max_length=MAX_BATCH_MESSAGES)]
 _client_decoder = msgspec.msgpack.Decoder(ClientMessage)
 _server_decoder = msgspec.msgpack.Decoder(ServerMessage)
+_client_frame_decoder = msgspec.msgpack.Decoder(
+    Union[ClientMessage, Annotated[list[ClientMessage], Meta(max_length=MAX_BATCH_MESSAGES)]]
+)
+_server_frame_decoder = msgspec.msgpack.Decoder(
+    Union[ServerMessage, Annotated[list[ServerMessage], Meta(max_length=MAX_BATCH_MESSAGES)]]
+)
+_batch_decoder = msgspec.msgpack.Decoder(Union[_Batch, dict[str, Any]])
 
 
 def encode(message: _Msg) -> bytes:
     return _encoder.encode(message)
+
+
+def batch_frame(encoded: Sequence[bytes]) -> bytes:
+    """One frame carrying already-encoded messages: the message itself when there is one, else a
+    MessagePack array of them (its header written here, so nothing is encoded twice)."""
+    count = len(encoded)
+    if count == 1:
+        return encoded[0]
+    if not 1 < count <= MAX_BATCH_MESSAGES:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {count}")
+    header = bytes((0x90 | count,)) if count < 16 else b"\xdc" + count.to_bytes(2, "big")
+    return header + b"".join(encoded)
 
 
 def decode_from_client(frame: bytes | str, *, max_bytes: int | None = MAX_MESSAGE_BYTES) -> ClientMessage:
@@ -202,7 +231,47 @@ def decode_from_server(frame: bytes | str, *, max_bytes: int | None = MAX_MESSAG
     return _decode(_server_decoder, frame, max_bytes)
 
 
-def _decode(decoder: msgspec.msgpack.Decoder, frame: bytes | str, max_bytes: int | None) -> Any:
+def decode_client_frame(
+    frame: bytes | str, *, max_bytes: int | None = MAX_MESSAGE_BYTES
+) -> list[ClientMessage | RemoteProtocolError]:
+    """The messages of a frame (one, or a batch), in order. A bad message becomes a ``RemoteProtocolError``
+    in its place, so the others of its batch still count."""
+    return _decode_frame(_client_frame_decoder, _client_decoder, frame, max_bytes)
+
+
+def decode_server_frame(
+    frame: bytes | str, *, max_bytes: int | None = MAX_MESSAGE_BYTES
+) -> list[ServerMessage | RemoteProtocolError]:
+    return _decode_frame(_server_frame_decoder, _server_decoder, frame, max_bytes)
+
+
+def _decode_frame(
+    frame_decoder: msgspec.msgpack.Decoder, one_decoder: msgspec.msgpack.Decoder, frame: bytes | str,
+    max_bytes: int | None,
+) -> list[Any]:
+    try:
+        decoded = _decode(frame_decoder, frame, max_bytes)
+    except RemoteProtocolError as exc:
+        if exc.code != E_BAD_MESSAGE or isinstance(frame, str):  # too large, or text: nothing to salvage
+            return [exc]
+        # Something in it is bad. If it is a batch, find which messages and keep the rest.
+        try:
+            parts = _batch_decoder.decode(frame)  # type: ignore[arg-type]
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            return [exc]
+        if not isinstance(parts, list):
+            return [exc]
+        out: list[Any] = []
+        for index, part in enumerate(parts):
+            try:
+                out.append(_decode(one_decoder, part, None))
+            except RemoteProtocolError as bad:
+                out.append(RemoteProtocolError(f"message {index} of the batch: {bad}", code=bad.code))
+        return out
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def _decode(decoder: msgspec.msgpack.Decoder, frame: Any, max_bytes: int | None) -> Any:
     if isinstance(frame, str):
         raise RemoteProtocolError("text frames are not part of the protocol: send MessagePack in binary frames")
     if max_bytes is not None and len(frame) > max_bytes:

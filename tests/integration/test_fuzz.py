@@ -89,10 +89,10 @@ class Session:
         return True
 
     async def check(self, frame: Frame) -> None:
-        want, code = expected(frame, self.role, MAX_BYTES)
-        if want is Expect.TASK_ERROR:
-            task_id = p.decode_from_client(frame, max_bytes=MAX_BYTES).task_id
-            self.submits[task_id] = self.submits.get(task_id, 0) + 1
+        wants = expected(frame, self.role, MAX_BYTES)
+        for want, _, task_id in wants:
+            if want is Expect.TASK_ERROR:
+                self.submits[task_id] = self.submits.get(task_id, 0) + 1
         # The sentinel: a fetch of a task nobody has (gamer), a result for an attempt nobody has (peer).
         sentinel = f"zz:sentinel:{secrets.token_hex(6)}"
         await self.ws.send(frame)
@@ -105,14 +105,15 @@ class Session:
                 break
             if not self._owed_submit(msg):
                 got.append(msg)
-        context = f"{self.role} sent {frame[:200]!r}: expected {want.value} {code}, got {got}"
-        if want in (Expect.ERROR, Expect.UNKNOWN_TASK):
-            assert len(got) == 1 and isinstance(got[0], p.Error), context
-            assert code is None or got[0].code == code, context
-        elif want is Expect.STATS:
-            assert len(got) == 1 and isinstance(got[0], p.Stats), context
-        else:
-            assert got == [], context
+        owed = [(want, code) for want, code, _ in wants if want not in (Expect.TASK_ERROR, Expect.NOTHING)]
+        context = f"{self.role} sent {frame[:200]!r}: expected {owed}, got {got}"
+        assert len(got) == len(owed), context
+        for (want, code), msg in zip(owed, got, strict=True):
+            if want in (Expect.ERROR, Expect.UNKNOWN_TASK):
+                assert isinstance(msg, p.Error), context
+                assert code is None or msg.code == code, context
+            else:
+                assert isinstance(msg, p.Stats), context
 
     async def settle(self) -> None:
         while any(self.submits.values()):

@@ -32,7 +32,7 @@ async def test_peers_never_see_gamer_identity(procs):
                 msg = p.decode_from_server(frame)
                 if isinstance(msg, p.Assign):
                     kind = get_kind(msg.kind)
-                    out = kind.compute(kind.parse_input(msg.input))
+                    out = kind.compute(kind.parse_input(msgspec.msgpack.decode(msg.input)))
                     await peer_ws.send(p.encode(p.PeerResult(msg.attempt_id, msgspec.to_builtins(out), 1.0)))
 
         server = asyncio.ensure_future(serve_honestly())

@@ -109,6 +109,34 @@ async def test_malformed_and_oversized_messages_get_errors_while_others_work(sha
     assert all(r.kind == "ai_npc_dialogue" for r in results)
 
 
+async def test_a_batch_frame_is_answered_message_by_message_and_batched_back_when_asked(shared_network):
+    cloud, _ = shared_network
+    rng = random.Random(17)
+    inputs = [get_kind("ai_pathfinding").example(rng, "small") for _ in range(3)]
+    async with websockets.connect(cloud.url, max_size=None) as ws:
+        await ws.send(p.encode(signed_hello(ws, role="gamer", name="batcher", batch=True)))
+        assert isinstance(p.decode_from_server(await ws.recv()), p.Welcome)
+        parts = [p.encode(p.Submit(f"b{i}", "ai_pathfinding", inp, LONG_DEADLINE_MS)) for i, inp in enumerate(inputs)]
+        parts.insert(1, msgspec.msgpack.encode({"type": "submit", "task_id": "no-kind"}))
+        parts.append(p.encode(p.Fetch("never-submitted")))
+        await ws.send(p.batch_frame(parts))
+        answers: list[object] = []
+        frames = 0
+        while sum(isinstance(a, p.Result) for a in answers) < 3:
+            answers += p.decode_server_frame(await asyncio.wait_for(ws.recv(), scaled(30)))
+            frames += 1
+    errors = [a for a in answers if isinstance(a, p.Error)]
+    assert [e.code for e in errors] == [p.E_BAD_MESSAGE, p.E_UNKNOWN_TASK]
+    assert "message 1 of the batch" in errors[0].message and "kind" in errors[0].message
+    assert sorted(a.task_id for a in answers if isinstance(a, p.Ack)) == ["b0", "b1", "b2"]
+    results = {a.task_id: msgspec.msgpack.decode(msgspec.msgpack.encode(a.output)) for a in answers
+               if isinstance(a, p.Result)}
+    assert results == {f"b{i}": msgspec.msgpack.decode(msgspec.msgpack.encode(expected_output("ai_pathfinding", inp)))
+                       for i, inp in enumerate(inputs)}
+    # Three acks, three results and two errors: what was ready together came back together.
+    assert frames < len(answers)
+
+
 async def test_handshake_refusals_carry_close_codes(shared_network):
     cloud, _ = shared_network
     cases = [

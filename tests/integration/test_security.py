@@ -156,7 +156,7 @@ async def test_a_peer_returns_results_only_for_its_own_attempts(procs):
             assign = p.decode_from_server(await asyncio.wait_for(worker.recv(), scaled(20)))
             assert isinstance(assign, p.Assign)
             kind = get_kind("ai_npc_dialogue")
-            output = msgspec.to_builtins(kind.compute(kind.parse_input(assign.input)))
+            output = msgspec.to_builtins(kind.compute(kind.parse_input(msgspec.msgpack.decode(assign.input))))
             for attempt_id in (assign.attempt_id, "a-made-up-attempt"):
                 await thief.send(p.encode(p.PeerResult(attempt_id, output, 1.0)))
                 reply = p.decode_from_server(await asyncio.wait_for(thief.recv(), scaled(10)))

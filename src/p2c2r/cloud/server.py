@@ -47,6 +47,7 @@ from p2c2r.network_config import (
     SUBMIT_BURST,
     SUBMIT_RATE_PER_S,
 )
+from p2c2r.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class ServerSettings:
 class WsSession:
     """One authenticated connection: its id, its label, and a non-blocking ``send``."""
 
-    def __init__(self, ws: ServerConnection, client_id: str, name: str, role: str) -> None:
+    def __init__(self, ws: ServerConnection, client_id: str, name: str, role: str, *, batch: bool,
+                 max_frame_bytes: int) -> None:
         self.ws = ws
         self.client_id = client_id
         self.name = name
@@ -91,21 +93,17 @@ class WsSession:
         self.last_recv = time.monotonic()  # the idle timeout's clock (cloud/gate.py)
         remote = ws.remote_address
         self.address = str(remote[0]) if remote else "?"
-        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._outbox = Outbox(ws.send, batch=batch, max_frame_bytes=max_frame_bytes)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self.closed = False
 
     def send(self, message: msgspec.Struct) -> None:
         if not self.closed:
-            self._outbox.put_nowait(p.encode(message))
+            self._outbox.put(p.encode(message))
 
     async def _write_loop(self) -> None:
         try:
-            while True:
-                frame = await self._outbox.get()
-                if frame is None:
-                    return
-                await self.ws.send(frame)
+            await self._outbox.run()
         except websockets.ConnectionClosed:
             self.closed = True
 
@@ -113,9 +111,12 @@ class WsSession:
         """Close from synchronous code (e.g. a ban): queued messages go out first."""
         asyncio.get_running_loop().create_task(self.close(close_code, reason))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    def stop_sending(self) -> None:
         self.closed = True
-        self._outbox.put_nowait(None)
+        self._outbox.close()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.stop_sending()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer, 2.0)
         await self.ws.close(code, reason[:120])
@@ -233,10 +234,15 @@ class CoordinatorServer:
         if previous is not None:  # the same client reconnected before we noticed it left
             await self._drop(previous, "another connection signed in with this key: give each process its own --name or --key",
                              p.CLOSE_REPLACED)
-        session = WsSession(ws, client_id, hello.name, hello.role)
+        # Sent before the session exists, so that it leaves alone, ahead of anything the session sends.
+        try:
+            await ws.send(p.encode(p.Welcome(client_id, p.PROTOCOL_VERSION, self.settings.heartbeat_interval_s,
+                                             self.settings.max_message_bytes)))
+        except websockets.ConnectionClosed:
+            return
+        session = WsSession(ws, client_id, hello.name, hello.role, batch=hello.batch,
+                            max_frame_bytes=self.settings.max_message_bytes)
         self._sessions[client_id] = session
-        session.send(p.Welcome(client_id, p.PROTOCOL_VERSION, self.settings.heartbeat_interval_s,
-                               self.settings.max_message_bytes))
         try:
             if hello.role == "peer":
                 await self.store.upsert_peer(client_id, hello.name, hello.public_key)
@@ -255,8 +261,7 @@ class CoordinatorServer:
                 self.coordinator.peer_left(session)
             else:
                 self.coordinator.gamer_left(session)
-            session.closed = True
-            session._outbox.put_nowait(None)
+            session.stop_sending()
 
     async def _read_hello(self, ws: ServerConnection) -> p.Hello | None:
         try:
@@ -294,37 +299,36 @@ class CoordinatorServer:
     async def _serve(self, session: WsSession) -> None:
         coordinator = self.coordinator
         is_peer = session.role == "peer"
+        max_bytes = self.settings.max_message_bytes
         async for frame in session.ws:
             session.last_recv = time.monotonic()
-            try:
-                msg = p.decode_from_client(frame, max_bytes=self.settings.max_message_bytes)
-            except RemoteProtocolError as exc:
-                coordinator.counters.bad_messages += 1
-                session.send(p.Error(exc.code, str(exc)[:2000]))
-                continue
-            if is_peer:
-                if isinstance(msg, p.PeerResult):
-                    coordinator.peer_heartbeat(session)
-                    coordinator.peer_result(session, msg)
-                elif isinstance(msg, p.Heartbeat):
-                    coordinator.peer_heartbeat(session)
-                elif isinstance(msg, p.PeerError):
-                    coordinator.peer_heartbeat(session)
-                    coordinator.peer_error(session, msg)
+            for msg in p.decode_client_frame(frame, max_bytes=max_bytes):
+                if isinstance(msg, RemoteProtocolError):
+                    coordinator.counters.bad_messages += 1
+                    session.send(p.Error(msg.code, str(msg)[:2000]))
+                elif is_peer:
+                    if isinstance(msg, p.PeerResult):
+                        coordinator.peer_heartbeat(session)
+                        coordinator.peer_result(session, msg)
+                    elif isinstance(msg, p.Heartbeat):
+                        coordinator.peer_heartbeat(session)
+                    elif isinstance(msg, p.PeerError):
+                        coordinator.peer_heartbeat(session)
+                        coordinator.peer_error(session, msg)
+                    elif isinstance(msg, p.StatsRequest):
+                        session.send(p.Stats(coordinator.public_stats()))
+                    else:
+                        self._unexpected(session, msg)
+                elif isinstance(msg, p.Submit):
+                    coordinator.submit(session, msg)
+                elif isinstance(msg, p.Fetch):
+                    coordinator.fetch(session, msg)
                 elif isinstance(msg, p.StatsRequest):
                     session.send(p.Stats(coordinator.public_stats()))
+                elif isinstance(msg, p.Heartbeat):
+                    pass
                 else:
                     self._unexpected(session, msg)
-            elif isinstance(msg, p.Submit):
-                coordinator._spawn(coordinator.submit(session, msg))
-            elif isinstance(msg, p.Fetch):
-                coordinator.fetch(session, msg)
-            elif isinstance(msg, p.StatsRequest):
-                session.send(p.Stats(coordinator.public_stats()))
-            elif isinstance(msg, p.Heartbeat):
-                pass
-            else:
-                self._unexpected(session, msg)
 
     def _unexpected(self, session: WsSession, msg: Any) -> None:
         self.coordinator.counters.bad_messages += 1

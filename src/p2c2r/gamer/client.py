@@ -32,6 +32,7 @@ from p2c2r.errors import HandshakeError, RemoteProtocolError, TaskFailed
 from p2c2r.gamer.transport import Connection, Transport, WebSocketTransport
 from p2c2r.identity import Identity
 from p2c2r.network_config import GAMER_KEEPALIVE_S, RECONNECT_BACKOFF_INITIAL_S, RECONNECT_BACKOFF_MAX_S
+from p2c2r.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class GamerClient:
         self._backoff_max_s = backoff_max_s
         self.client_id: str | None = None
         self._conn: Connection | None = None
+        self._outbox: Outbox | None = None
         self._pending: dict[str, _Pending] = {}
         self._requests: asyncio.Queue[Any] | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -152,7 +154,7 @@ class GamerClient:
         fut: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         pending = _Pending(task_id, kind, task_input, deadline_ms, fut, time.perf_counter())
         self._pending[task_id] = pending
-        if self._conn is not None and self._connected.is_set():
+        if self._connected.is_set():
             self._send_soon(self._submit_frame(pending))
         return fut
 
@@ -185,11 +187,9 @@ class GamerClient:
         return p.encode(p.Submit(pending.task_id, pending.kind, pending.input, pending.deadline_ms))
 
     def _send_soon(self, frame: bytes) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        task = asyncio.get_running_loop().create_task(conn.send(frame))
-        task.add_done_callback(_ignore_send_errors)
+        # A message lost with a dropped link is sent again by the reconnect logic (resubmit or fetch).
+        if self._outbox is not None:
+            self._outbox.put(frame)
 
     # Connection -------------------------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class GamerClient:
                      if nonce is not None else None)
         await conn.send(p.encode(p.Hello(role="gamer", protocol=p.PROTOCOL_VERSION, name=self.name,
                                          resume_id=self.client_id, public_key=self.identity.public_key,
-                                         signature=signature)))
+                                         signature=signature, batch=True)))
         try:
             reply = p.decode_from_server(await asyncio.wait_for(conn.recv(), 15.0))
         except Exception as exc:
@@ -267,32 +267,36 @@ class GamerClient:
             raise HandshakeError(f"expected welcome, got {type(reply).__name__}", close_code=p.CLOSE_BAD_HANDSHAKE)
         self.client_id = reply.client_id
         self._conn = conn
-        self._connected.set()
+        self._outbox = Outbox(conn.send, batch=True, max_frame_bytes=reply.max_message_bytes)
         # Resend what the coordinator never acknowledged; ask for what it did.
         for pending in list(self._pending.values()):
-            frame = p.encode(p.Fetch(pending.task_id)) if pending.acked else self._submit_frame(pending)
-            await conn.send(frame)
+            self._outbox.put(p.encode(p.Fetch(pending.task_id)) if pending.acked else self._submit_frame(pending))
+        self._connected.set()
 
     async def _read_loop(self, conn: Connection) -> None:
-        keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
+        assert self._outbox is not None
+        loop = asyncio.get_running_loop()
+        keepalive = loop.create_task(self._keepalive(self._outbox))
+        writer = loop.create_task(self._outbox.run())
+        writer.add_done_callback(_ignore_send_errors)
         try:
             while True:
                 frame = await conn.recv()
-                try:
-                    msg = p.decode_from_server(frame)
-                except RemoteProtocolError as exc:
-                    log.warning("bad message from coordinator: %s", exc)
-                    continue
-                self._on_message(msg)
+                for msg in p.decode_server_frame(frame):
+                    if isinstance(msg, RemoteProtocolError):
+                        log.warning("bad message from coordinator: %s", msg)
+                    else:
+                        self._on_message(msg)
         finally:
             keepalive.cancel()
+            writer.cancel()
+            self._outbox = None
 
-    async def _keepalive(self, conn: Connection) -> None:
+    async def _keepalive(self, outbox: Outbox) -> None:
         # The coordinator closes connections that send nothing for its idle timeout; an idle game is not gone.
-        with contextlib.suppress(Exception):
-            while True:
-                await asyncio.sleep(GAMER_KEEPALIVE_S)
-                await conn.send(p.encode(p.Heartbeat()))
+        while True:
+            await asyncio.sleep(GAMER_KEEPALIVE_S)
+            outbox.put(p.encode(p.Heartbeat()))
 
     def _on_message(self, msg: Any) -> None:
         if isinstance(msg, p.Result):

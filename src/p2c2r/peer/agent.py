@@ -35,6 +35,7 @@ from p2c2r.network_config import (
     RECONNECT_BACKOFF_INITIAL_S,
     RECONNECT_BACKOFF_MAX_S,
 )
+from p2c2r.outbox import Outbox
 from p2c2r.tasks import registry
 from p2c2r.workers import JobOutcome, WorkerPool
 
@@ -45,6 +46,8 @@ PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CL
                          p.CLOSE_REPLACED}
 # Extra time a worker gets past the task's deadline before it is killed as stuck.
 WORKER_GRACE_S = 2.0
+# Jobs one worker holds at once: the one it runs and the next ones in its pipe.
+WORKER_PIPELINE = 4
 
 OutputTamperer = Callable[[str, Any, bytes], bytes]
 
@@ -74,7 +77,10 @@ class PeerAgent:
     def __init__(self, settings: PeerSettings, *, console: Console | None = None) -> None:
         self.settings = settings
         self.console = console or Console()
-        self.pool = WorkerPool(settings.slots, memory_limit_bytes=settings.memory_limit_bytes)
+        # The coordinator keeps a few tasks queued at each peer per slot; waiting in the workers' pipes they
+        # start without a round trip through this process (see p2c2r.workers).
+        self.pool = WorkerPool(settings.slots, memory_limit_bytes=settings.memory_limit_bytes,
+                               pipeline=WORKER_PIPELINE)
         # Earnings belong to this key: whoever holds it is this peer (p2c2r.identity).
         self.identity = settings.identity or Identity.for_role("peer", settings.name, settings.key_path)
         self.peer_id: str | None = None
@@ -154,7 +160,7 @@ class PeerAgent:
         await ws.send(p.encode(p.Hello(
             role="peer", protocol=p.PROTOCOL_VERSION, name=self.settings.name, resume_id=self.peer_id,
             slots=self.settings.slots, kinds=sorted(registry()), device=_device(),
-            public_key=self.identity.public_key, signature=signature,
+            public_key=self.identity.public_key, signature=signature, batch=True,
         )))
         try:
             reply = p.decode_from_server(await asyncio.wait_for(ws.recv(), 10.0))
@@ -174,36 +180,35 @@ class PeerAgent:
         self.console.line(f"💰 Earning {share:.0f}% of every task's price ({self.settings.slots} slot(s), id {self.peer_id})")
         self.console.line("")
         self._heartbeat_interval_s = reply.heartbeat_interval_s
+        self._max_frame_bytes = reply.max_message_bytes
 
     async def _session(self, ws: ClientConnection) -> None:
-        heart = asyncio.get_running_loop().create_task(self._heartbeats(ws))
-        stopper = asyncio.get_running_loop().create_task(self._stopping.wait())
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(ws.send, batch=True, max_frame_bytes=self._max_frame_bytes)
+        writer = loop.create_task(outbox.run())
+        heart = loop.create_task(self._heartbeats(outbox))
+        stopper = loop.create_task(self._close_when_stopping(ws))
         try:
-            while True:
-                recv = asyncio.ensure_future(ws.recv())
-                done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
-                    recv.cancel()
-                    await ws.close(1000, "peer stopping")
-                    return
-                try:
-                    frame = recv.result()
-                except websockets.ConnectionClosed:
-                    return
-                try:
-                    msg = p.decode_from_server(frame, max_bytes=self.settings.max_message_bytes)
-                except RemoteProtocolError as exc:
-                    log.warning("bad message from coordinator: %s", exc)
-                    continue
-                self._on_message(ws, msg)
+            async for frame in ws:
+                for msg in p.decode_server_frame(frame, max_bytes=self.settings.max_message_bytes):
+                    if isinstance(msg, RemoteProtocolError):
+                        log.warning("bad message from coordinator: %s", msg)
+                    else:
+                        self._on_message(outbox, msg)
+        except websockets.ConnectionClosed:
+            pass
         finally:
-            heart.cancel()
-            stopper.cancel()
+            for task in (heart, stopper, writer):
+                task.cancel()
 
-    def _on_message(self, ws: ClientConnection, msg: Any) -> None:
+    async def _close_when_stopping(self, ws: ClientConnection) -> None:
+        await self._stopping.wait()
+        await ws.close(1000, "peer stopping")
+
+    def _on_message(self, outbox: Outbox, msg: Any) -> None:
         if isinstance(msg, p.Assign):
             self.console.task_line(f"⚡ Received task: {msg.kind}")
-            self._jobs[msg.attempt_id] = asyncio.get_running_loop().create_task(self._run_job(ws, msg))
+            self._jobs[msg.attempt_id] = asyncio.get_running_loop().create_task(self._run_job(outbox, msg))
         elif isinstance(msg, p.Cancel):
             self._cancelled.add(msg.attempt_id)
         elif isinstance(msg, p.Earned):
@@ -212,18 +217,17 @@ class PeerAgent:
         elif isinstance(msg, p.Error):
             log.warning("coordinator error: %s: %s", msg.code, msg.message)
 
-    async def _run_job(self, ws: ClientConnection, msg: p.Assign) -> None:
+    async def _run_job(self, outbox: Outbox, msg: p.Assign) -> None:
         try:
-            input_bytes = msgspec.msgpack.encode(msg.input)
             timeout_s = msg.deadline_ms / 1000.0 + WORKER_GRACE_S
-            outcome: JobOutcome = await self.pool.run(msg.kind, input_bytes, timeout_s=timeout_s)
+            outcome: JobOutcome = await self.pool.run(msg.kind, bytes(msg.input), timeout_s=timeout_s)
             if msg.attempt_id in self._cancelled:
                 self._cancelled.discard(msg.attempt_id)
                 return
             if outcome.ok:
                 output = outcome.output
                 if self.settings.tamper is not None:
-                    output = self.settings.tamper(msg.kind, msg.input, output)
+                    output = self.settings.tamper(msg.kind, msgspec.msgpack.decode(msg.input), output)
                 reply: msgspec.Struct = p.PeerResult(msg.attempt_id, msgspec.Raw(output), round(outcome.compute_ms, 3))
                 self.completed += 1
                 self.console.task_line(f"   ✅ Completed {msg.kind} in {outcome.compute_ms:.0f}ms")
@@ -231,8 +235,7 @@ class PeerAgent:
                 reply = p.PeerError(msg.attempt_id, outcome.code, outcome.message[:2000])
                 self.failed += 1
                 self.console.task_line(f"   ❌ {msg.kind} failed: {outcome.message}")
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await ws.send(p.encode(reply))
+            outbox.put(p.encode(reply))
         finally:
             self._jobs.pop(msg.attempt_id, None)
 
@@ -243,11 +246,10 @@ class PeerAgent:
         self._jobs.clear()
         self._cancelled.clear()
 
-    async def _heartbeats(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            while True:
-                await ws.send(p.encode(p.Heartbeat(running=self.pool.busy)))
-                await asyncio.sleep(self._heartbeat_interval_s)
+    async def _heartbeats(self, outbox: Outbox) -> None:
+        while True:
+            outbox.put(p.encode(p.Heartbeat(running=self.pool.busy)))
+            await asyncio.sleep(self._heartbeat_interval_s)
 
 
 def _device() -> str:
