@@ -140,8 +140,41 @@ class TaskRow:
 
 
 _TASK_COLUMNS = ", ".join(TaskRow.__slots__)  # type: ignore[attr-defined]
+_INSERT_TASK = f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * len(TaskRow.__slots__))})"  # type: ignore[attr-defined]
+_INSERT_ATTEMPT = "INSERT OR IGNORE INTO attempts (id, task_id, peer_id, started_at) VALUES (?, ?, ?, ?)"
+_FINISH_ATTEMPT = "UPDATE attempts SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?"
+_SAVE_TRUST = (
+    "INSERT INTO trust (peer_id, kind, consecutive_valid, total_valid, total_invalid) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(peer_id, kind) DO UPDATE SET consecutive_valid = excluded.consecutive_valid, "
+    "total_valid = excluded.total_valid, total_invalid = excluded.total_invalid"
+)
+# Written-behind statements run in this order within a commit: an attempt is inserted before it is finished.
+_BEHIND_ORDER = {_INSERT_ATTEMPT: 0, _FINISH_ATTEMPT: 1, _SAVE_TRUST: 2}
 
 WriteJob = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class _Job:
+    """Several statements that commit together or not at all (run under a SAVEPOINT)."""
+
+    run: WriteJob
+    fut: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Statement:
+    """One statement: atomic on its own, so it needs no SAVEPOINT, and a run of the same statement
+    executes as one ``executemany``."""
+
+    sql: str
+    params: tuple[Any, ...]
+    fut: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_WAKE = object()  # written-behind rows are waiting: run a batch even if no other job comes
 
 
 class _Writer(threading.Thread):
@@ -149,13 +182,29 @@ class _Writer(threading.Thread):
         super().__init__(name="p2c2r-store-writer", daemon=True)
         self._path = path
         self._synchronous = synchronous
-        self.jobs: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = (
-            queue.SimpleQueue()
-        )
+        self.jobs: queue.SimpleQueue[_Job | _Statement | object | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.open_error: BaseException | None = None
         self.commits = 0
         self.jobs_done = 0
+        # Rows written behind (see Store.write_behind): appended by the event loop, taken by each batch.
+        self._behind_lock = threading.Lock()
+        self._behind: list[tuple[int, str, tuple[Any, ...]]] = []
+        self._wake_queued = False
+
+    def write_behind(self, order: int, sql: str, params: tuple[Any, ...]) -> None:
+        with self._behind_lock:
+            self._behind.append((order, sql, params))
+            wake = not self._wake_queued
+            self._wake_queued = True
+        if wake:
+            self.jobs.put(_WAKE)
+
+    def _take_behind(self) -> list[tuple[int, str, tuple[Any, ...]]]:
+        with self._behind_lock:
+            rows, self._behind = self._behind, []
+            self._wake_queued = False
+        return rows
 
     def run(self) -> None:
         try:
@@ -170,6 +219,7 @@ class _Writer(threading.Thread):
             while True:
                 first = self.jobs.get()
                 if first is None:
+                    self._run_batch(conn, [])  # what was written behind
                     return
                 batch = [first]
                 while len(batch) < MAX_JOBS_PER_COMMIT:
@@ -187,36 +237,92 @@ class _Writer(threading.Thread):
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, bool, Any]] = []
+        items = [item for item in batch if item is not _WAKE]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, fut, loop in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job(conn)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO job")
-                    outcomes.append((fut, loop, False, exc))
-                else:
-                    outcomes.append((fut, loop, True, value))
-                conn.execute("RELEASE job")
+            index = 0
+            while index < len(items):
+                item = items[index]
+                if isinstance(item, _Job):
+                    outcomes.append(_run_job(conn, item))
+                    index += 1
+                    continue
+                end = index + 1
+                while end < len(items) and isinstance(items[end], _Statement) and items[end].sql == item.sql:
+                    end += 1
+                outcomes.extend(_run_statements(conn, items[index:end]))
+                index = end
+            _run_behind(conn, self._take_behind())
             conn.execute("COMMIT")
             self.commits += 1
-            self.jobs_done += len(batch)
+            self.jobs_done += len(items)
         except sqlite3.Error as exc:
             log.error("store commit failed: %s", exc)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            outcomes = [(fut, loop, False, exc) for _, fut, loop in batch]
+            outcomes = [(item.fut, item.loop, False, exc) for item in items]
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for fut, loop, ok, value in outcomes:
             by_loop.setdefault(loop, []).append((fut, ok, value))
-        for loop, items in by_loop.items():
+        for loop, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
+
+
+def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, bool, Any]:
+    conn.execute("SAVEPOINT job")
+    try:
+        value = job.run(conn)
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return job.fut, job.loop, False, exc
+    conn.execute("RELEASE job")
+    return job.fut, job.loop, True, value
+
+
+def _run_statements(conn: sqlite3.Connection, run: list[_Statement]) -> list[tuple[Any, ...]]:
+    if len(run) > 1:
+        conn.execute("SAVEPOINT run")
+        try:
+            conn.executemany(run[0].sql, [st.params for st in run])
+        except sqlite3.Error:
+            conn.execute("ROLLBACK TO run")  # one of them is bad: find which, one at a time below
+            conn.execute("RELEASE run")
+        else:
+            conn.execute("RELEASE run")
+            return [(st.fut, st.loop, True, None) for st in run]
+    outcomes = []
+    for st in run:
+        try:
+            conn.execute(st.sql, st.params)
+        except sqlite3.Error as exc:
+            outcomes.append((st.fut, st.loop, False, exc))
+        else:
+            outcomes.append((st.fut, st.loop, True, None))
+    return outcomes
+
+
+def _run_behind(conn: sqlite3.Connection, rows: list[tuple[int, str, tuple[Any, ...]]]) -> None:
+    """Rows nobody waits for, grouped by statement in a fixed order (an attempt's insert before its
+    update), each statement's rows in the order they were written."""
+    if not rows:
+        return
+    rows.sort(key=lambda row: row[0])  # stable: keeps the order within a statement
+    start = 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and rows[end][0] == rows[start][0]:
+            end += 1
+        try:
+            conn.executemany(rows[start][1], [row[2] for row in rows[start:end]])
+        except sqlite3.Error as exc:  # bookkeeping only; never let it cost a task its commit
+            log.error("store: %d written-behind rows lost: %s", end - start, exc)
+        start = end
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -278,35 +384,38 @@ class Store:
 
     def write(self, job: WriteJob) -> asyncio.Future[Any]:
         """Queue a job for the writer; the future resolves once its transaction has committed."""
+        loop, fut = self._future()
+        self._writer.jobs.put(_Job(job, fut, loop))
+        return fut
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one statement; the future resolves once it has committed."""
+        loop, fut = self._future()
+        self._writer.jobs.put(_Statement(sql, params, fut, loop))
+        return fut
+
+    def _write_behind(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Write a bookkeeping row with the next commit, without a future: for the attempt log and trust
+        counters, which nobody waits on and which a crash may cost the last few milliseconds of (the
+        tasks, results and ledger rows are never written this way)."""
+        if not self._writer.is_alive():
+            raise StoreError("the database writer is not running")
+        self._writer.write_behind(_BEHIND_ORDER[statement], statement, params)
+
+    def _future(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]:
         if not self._writer.is_alive():
             raise StoreError("the database writer is not running")
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._writer.jobs.put((job, fut, loop))
-        return fut
+        return loop, loop.create_future()
 
     def add_task(self, row: TaskRow) -> asyncio.Future[Any]:
-        values = tuple(getattr(row, c) for c in TaskRow.__slots__)  # type: ignore[attr-defined]
-        placeholders = ", ".join("?" * len(values))
-        sql = f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({placeholders})"
-        return self.write(lambda conn: conn.execute(sql, values))
+        return self._execute(_INSERT_TASK, tuple(getattr(row, c) for c in TaskRow.__slots__))  # type: ignore[attr-defined]
 
-    def record_attempt(self, attempt_id: str, task_id: str, peer_id: str, started_at: float) -> asyncio.Future[Any]:
-        return self.write(
-            lambda conn: conn.execute(
-                "INSERT OR IGNORE INTO attempts (id, task_id, peer_id, started_at) VALUES (?, ?, ?, ?)",
-                (attempt_id, task_id, peer_id, started_at),
-            )
-        )
+    def record_attempt(self, attempt_id: str, task_id: str, peer_id: str, started_at: float) -> None:
+        self._write_behind(_INSERT_ATTEMPT, (attempt_id, task_id, peer_id, started_at))
 
-    def finish_attempt(self, attempt_id: str, outcome: str, detail: str = "") -> asyncio.Future[Any]:
-        now = time.time()
-        return self.write(
-            lambda conn: conn.execute(
-                "UPDATE attempts SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?",
-                (now, outcome, detail[:500], attempt_id),
-            )
-        )
+    def finish_attempt(self, attempt_id: str, outcome: str, detail: str = "") -> None:
+        self._write_behind(_FINISH_ATTEMPT, (time.time(), outcome, detail[:500], attempt_id))
 
     def set_task_state(self, task_id: str, state: str) -> asyncio.Future[Any]:
         return self.write(lambda conn: conn.execute("UPDATE tasks SET state = ? WHERE id = ?", (state, task_id)))
@@ -384,15 +493,8 @@ class Store:
         )
         return self.write(lambda conn: conn.execute(sql, (client_id, name, public_key, now, now)))
 
-    def save_trust(self, peer_id: str, kind: str, consecutive: int, valid: int, invalid: int) -> asyncio.Future[Any]:
-        return self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO trust (peer_id, kind, consecutive_valid, total_valid, total_invalid) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(peer_id, kind) DO UPDATE SET consecutive_valid = excluded.consecutive_valid, "
-                "total_valid = excluded.total_valid, total_invalid = excluded.total_invalid",
-                (peer_id, kind, consecutive, valid, invalid),
-            )
-        )
+    def save_trust(self, peer_id: str, kind: str, consecutive: int, valid: int, invalid: int) -> None:
+        self._write_behind(_SAVE_TRUST, (peer_id, kind, consecutive, valid, invalid))
 
     def ban_peer(self, peer_id: str, reason: str) -> asyncio.Future[Any]:
         return self.write(

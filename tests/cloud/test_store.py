@@ -1,0 +1,82 @@
+"""The store's single writer: grouped statements, failures isolated per write, rows written behind."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from p2c2r.cloud.store import Store, TaskRow
+from p2c2r.errors import StoreError
+
+
+def row(n: int, client_task_id: str | None = None) -> TaskRow:
+    return TaskRow(f"t{n}", "gamer_1", client_task_id or f"c{n}", "ai_pathfinding", b"\x80", f"key{n}", 15, 1000,
+                   time.time(), "queued")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = Store(tmp_path / "store.db")
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def read(store: Store, sql: str) -> list[tuple]:
+    with sqlite3.connect(store.path) as conn:  # a separate connection sees only what committed
+        return conn.execute(sql).fetchall()
+
+
+async def test_a_run_of_inserts_commits_together_and_a_bad_row_fails_alone(store):
+    # t2 reuses t0's (gamer, client task id): the unique key refuses it, and only it.
+    writes = [store.add_task(row(0)), store.add_task(row(1)), store.add_task(row(2, client_task_id="c0")),
+              store.add_task(row(3))]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [isinstance(r, StoreError) for r in results] == [False, False, True, False]
+    assert "UNIQUE" in str(results[2])
+    assert [r[0] for r in read(store, "SELECT id FROM tasks ORDER BY id")] == ["t0", "t1", "t3"]
+
+
+async def test_rows_written_behind_commit_soon_in_order_with_nothing_else_written(store):
+    store.record_attempt("a1", "t1", "peer_1", time.time())
+    store.finish_attempt("a1", "valid")  # in the same commit as its insert: the insert runs first
+    store.save_trust("peer_1", "physics", 1, 1, 0)
+    store.save_trust("peer_1", "physics", 2, 2, 0)  # the later value wins
+    await store.write(lambda conn: None)  # a commit that follows them: they are in it or an earlier one
+    assert read(store, "SELECT id, outcome FROM attempts") == [("a1", "valid")]
+    assert read(store, "SELECT consecutive_valid, total_valid FROM trust") == [(2, 2)]
+
+
+async def test_rows_written_behind_are_flushed_on_close(tmp_path):
+    store = Store(tmp_path / "close.db")
+    store.open()
+    store.record_attempt("a9", "t9", "peer_1", time.time())
+    store.close()
+    assert read(store, "SELECT id FROM attempts") == [("a9",)]
+
+
+async def test_a_failing_job_is_undone_alone_and_the_same_commit_keeps_the_rest(store):
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('half', 'x')")
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    bad = store.write(half_then_fail)
+    good = store.set_meta("kept", "yes")
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], StoreError) and not isinstance(results[1], Exception)
+    assert read(store, "SELECT key FROM meta WHERE key IN ('half', 'kept')") == [("kept",)]
+
+
+async def test_writes_after_the_writer_stopped_are_refused(tmp_path):
+    store = Store(tmp_path / "stopped.db")
+    store.open()
+    store.close()
+    with pytest.raises(StoreError):
+        store.add_task(row(1))
+    with pytest.raises(StoreError):
+        store.record_attempt("a1", "t1", "peer_1", time.time())
