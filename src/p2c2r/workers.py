@@ -1,9 +1,13 @@
 """Sandboxed kernel workers: one process per slot, each with CPU-time and memory limits and a timeout.
 
 Used by peers to run assigned tasks and by the coordinator for cloud fallback and audits. A job is sent to
-an idle worker over its pipe; the event loop learns of the answer through ``add_reader`` on the pipe, so
-no thread sits waiting. A worker that crashes, exceeds its limits or overruns its timeout is killed and
-replaced; only its own job fails, with an error that says why.
+a worker over its pipe; the event loop learns of the answer through ``add_reader`` on the pipe, so no
+thread sits waiting. With ``pipeline`` > 1 a busy worker is also handed the next jobs, which wait in its
+pipe: the worker goes from one job to the next without a round trip through the parent, and answers that
+finish close together are read in one wake-up (and leave the peer in one frame). A job's timeout starts
+when the worker starts it. A worker that crashes, exceeds its limits or overruns its timeout is killed and
+replaced; only the job it was running fails, with an error that says why, and the jobs waiting in its pipe
+go to another worker.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 1024**3
 WORKER_START_TIMEOUT_S = 120.0
+# Bytes of jobs that may wait in a worker's pipe: under Linux's 64 KiB pipe buffer, so writing them never blocks.
+PIPE_QUEUE_BYTES = 48 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +136,9 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
-        self.job: tuple[int, asyncio.Future[JobOutcome], asyncio.TimerHandle | None] | None = None
+        # Jobs handed to it, oldest (the one running) first: (job, timeout_s, future, frame size).
+        self.jobs: deque[tuple[_Job, float | None, asyncio.Future[JobOutcome], int]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -148,16 +156,19 @@ class WorkerPool:
         *,
         memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT_BYTES,
         cpu_budget_s: float = 30.0,
+        pipeline: int = 1,
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
+        if pipeline < 1:
+            raise ValueError("pipeline must be at least 1 (one job at a time per worker)")
         self.size = size
+        self.pipeline = pipeline
         self._memory_limit = memory_limit_bytes
         self._cpu_budget_s = cpu_budget_s
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
-        self._idle: deque[_Worker] = deque()
-        self._waiting: deque[tuple[int, _Job, float | None, asyncio.Future[JobOutcome]]] = deque()
+        self._waiting: deque[tuple[_Job, float | None, asyncio.Future[JobOutcome]]] = deque()
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -167,7 +178,7 @@ class WorkerPool:
 
     @property
     def busy(self) -> int:
-        return sum(1 for w in self._workers if w.job is not None)
+        return sum(1 for w in self._workers if w.jobs)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -189,30 +200,45 @@ class WorkerPool:
         os.set_blocking(worker.conn.fileno(), True)
 
     def _on_readable(self, worker: _Worker) -> None:
-        try:
-            frame = worker.conn.recv_bytes()
-        except (EOFError, OSError):
-            self._on_worker_death(worker)
-            return
-        if not worker.ready:
-            worker.ready = True
-            self._idle.append(worker)
-            if self._all_ready is not None and not self._all_ready.done() and all(w.ready for w in self._workers):
-                self._all_ready.set_result(None)
-            self._pump()
-            return
-        answer = msgspec.msgpack.decode(frame, type=_Answer)
-        if worker.job is None or worker.job[0] != answer.job_id:
+        while True:  # every answer already in the pipe, in one wake-up
+            try:
+                frame = worker.conn.recv_bytes()
+            except (EOFError, OSError):
+                self._on_worker_death(worker)
+                return
+            if not worker.ready:
+                worker.ready = True
+                if self._all_ready is not None and not self._all_ready.done() and all(w.ready for w in self._workers):
+                    self._all_ready.set_result(None)
+            else:
+                self._on_answer(worker, msgspec.msgpack.decode(frame, type=_Answer))
+            try:
+                more = worker.conn.poll(0)
+            except (EOFError, OSError):
+                more = False
+            if not more:
+                break
+        self._pump()
+
+    def _on_answer(self, worker: _Worker, answer: _Answer) -> None:
+        if not worker.jobs or worker.jobs[0][0].job_id != answer.job_id:
             log.warning("worker answered a job it was not given (%s)", answer.job_id)
             return
-        _, fut, timer = worker.job
-        worker.job = None
-        if timer is not None:
-            timer.cancel()
+        fut = worker.jobs.popleft()[2]
+        self._start_clock(worker)
         if not fut.done():
             fut.set_result(JobOutcome(answer.ok, answer.output, answer.compute_ms, answer.code, answer.message))
-        self._idle.append(worker)
-        self._pump()
+
+    def _start_clock(self, worker: _Worker) -> None:
+        """Time the job the worker runs now (the oldest it holds)."""
+        assert self._loop is not None
+        if worker.timer is not None:
+            worker.timer.cancel()
+            worker.timer = None
+        if worker.jobs:
+            timeout_s = worker.jobs[0][1]
+            if timeout_s is not None:
+                worker.timer = self._loop.call_later(timeout_s, self._on_timeout, worker, timeout_s)
 
     def _on_worker_death(self, worker: _Worker, *, code: str = E_WORKER_CRASHED, reason: str | None = None) -> None:
         assert self._loop is not None
@@ -220,21 +246,22 @@ class WorkerPool:
         worker.kill()
         if worker in self._workers:
             self._workers.remove(worker)
-        if worker in self._idle:
-            self._idle.remove(worker)
-        if worker.job is not None:
-            _, fut, timer = worker.job
-            if timer is not None:
-                timer.cancel()
-            exitcode = worker.process.exitcode
+        if worker.timer is not None:
+            worker.timer.cancel()
+            worker.timer = None
+        if worker.jobs:
+            fut = worker.jobs.popleft()[2]  # the job it was running: it fails
             if reason is None:
                 self.crashes += 1
-                reason = _describe_exit(exitcode)
+                reason = _describe_exit(worker.process.exitcode)
             if not fut.done():
                 fut.set_result(JobOutcome(False, code=code, message=reason))
-            worker.job = None
+            # The jobs still waiting in its pipe never started: they go first to the next free worker.
+            self._waiting.extendleft((job, timeout_s, fut) for job, timeout_s, fut, _ in reversed(worker.jobs))
+            worker.jobs.clear()
         if not self._closed:
             self._spawn()
+        self._pump()
 
     def _on_timeout(self, worker: _Worker, timeout_s: float) -> None:
         self.timeouts += 1
@@ -247,40 +274,49 @@ class WorkerPool:
         fut: asyncio.Future[JobOutcome] = self._loop.create_future()
         self._next_id += 1
         budget = self._cpu_budget_s if timeout_s is None else max(1.0, min(self._cpu_budget_s, timeout_s * 2))
-        job = _Job(self._next_id, kind, input_bytes, budget)
-        self._waiting.append((self._next_id, job, timeout_s, fut))
+        self._waiting.append((_Job(self._next_id, kind, input_bytes, budget), timeout_s, fut))
         self._pump()
         return fut
 
     def _pump(self) -> None:
-        assert self._loop is not None
-        while self._idle and self._waiting:
-            job_id, job, timeout_s, fut = self._waiting.popleft()
+        """Hand waiting jobs to the ready worker holding the fewest: an idle one takes any job; a busy one
+        takes up to ``pipeline`` in all, as long as those waiting in its pipe fit in the pipe's buffer
+        (a write into a full pipe would block the event loop until the worker finishes its job)."""
+        while self._waiting:
+            worker = min((w for w in self._workers if w.ready), key=lambda w: len(w.jobs), default=None)
+            if worker is None or len(worker.jobs) >= self.pipeline:
+                return
+            job, timeout_s, fut = self._waiting[0]
+            frame = msgspec.msgpack.encode(job)
+            if worker.jobs and sum(size for *_, size in list(worker.jobs)[1:]) + len(frame) > PIPE_QUEUE_BYTES:
+                return
+            self._waiting.popleft()
             if fut.done():  # cancelled while waiting
                 continue
-            worker = self._idle.popleft()
-            timer = None
-            if timeout_s is not None:
-                timer = self._loop.call_later(timeout_s, self._on_timeout, worker, timeout_s)
-            worker.job = (job_id, fut, timer)
+            worker.jobs.append((job, timeout_s, fut, len(frame)))
+            if len(worker.jobs) == 1:
+                self._start_clock(worker)
             try:
-                worker.conn.send_bytes(msgspec.msgpack.encode(job))
+                worker.conn.send_bytes(frame)
             except OSError:
                 self._on_worker_death(worker)
+                return
 
     async def close(self) -> None:
         self._closed = True
         for worker in list(self._workers):
             if self._loop is not None:
                 self._loop.remove_reader(worker.conn.fileno())
-            if worker.job is not None and not worker.job[1].done():
-                worker.job[1].set_result(JobOutcome(False, code=E_WORKER_CRASHED, message="worker pool closed"))
+            if worker.timer is not None:
+                worker.timer.cancel()
+            for _, _, fut, _ in worker.jobs:
+                if not fut.done():
+                    fut.set_result(JobOutcome(False, code=E_WORKER_CRASHED, message="worker pool closed"))
             worker.kill()
-        for _, _, _, fut in self._waiting:
+        for _, _, fut in self._waiting:
             if not fut.done():
                 fut.set_result(JobOutcome(False, code=E_WORKER_CRASHED, message="worker pool closed"))
         self._workers.clear()
-        self._idle.clear()
         self._waiting.clear()
 
 
