@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -90,11 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(coro: Any) -> Any:
     """asyncio.run on uvloop where it is installed (it roughly halves per-message overhead), else asyncio's."""
+    _tune_gc()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _tune_gc() -> None:
+    # A long-running service allocates a few objects per message, and with thousands of tasks in flight
+    # CPython's default thresholds run a young-generation collection every 700 allocations, each of which
+    # walks the survivors: measured as a tenth of the coordinator's time at full load. Everything imported
+    # so far lives forever, so it leaves the collector's view, and collections run less often.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
