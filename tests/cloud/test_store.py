@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from p2c2r.cloud import ledger
+from p2c2r.cloud.ledger import Tariff
 from p2c2r.cloud.store import Store, TaskRow
 from p2c2r.errors import StoreError
 
@@ -80,3 +82,22 @@ async def test_writes_after_the_writer_stopped_are_refused(tmp_path):
         store.add_task(row(1))
     with pytest.raises(StoreError):
         store.record_attempt("a1", "t1", "peer_1", time.time())
+
+
+async def test_completions_of_a_batch_commit_together_and_a_finished_task_fails_alone(store):
+    await asyncio.gather(*(store.add_task(row(n)) for n in range(4)))
+    posting = ledger.bill_coordinator_task(Tariff(), task_id="t0", gamer_id="gamer_1", source="cloud",
+                                           price_micro_usd=15)
+
+    def complete(n: int):
+        return store.complete_task(task_id=f"t{n}", source="cloud", latency_ms=1.0, cost_micro_usd=15,
+                                   cache_key=f"key{n}", kind="ai_pathfinding", version="1", output=b"\xc0",
+                                   cache_ttl_s=60.0, posting=posting if n == 0 else None)
+
+    await complete(2)
+    results = await asyncio.gather(complete(0), complete(1), complete(2), complete(3), return_exceptions=True)
+    assert [isinstance(r, StoreError) for r in results] == [False, False, True, False]
+    assert "t2 is already finished" in str(results[2])
+    assert read(store, "SELECT id FROM tasks WHERE state = 'completed' ORDER BY id") == [("t0",), ("t1",), ("t2",), ("t3",)]
+    assert read(store, "SELECT COUNT(*) FROM results") == [(4,)]
+    assert read(store, "SELECT SUM(amount_micro_usd), COUNT(*) FROM ledger") == [(0, len(posting.entries))]

@@ -1,9 +1,13 @@
 """SQLite persistence: tasks, attempts, cached results, peers, gamers, trust and the ledger.
 
-One writer thread owns the write connection. Callers hand it small write jobs; it runs every job that is
-waiting in one transaction (each under its own SAVEPOINT, so that one failing job does not undo the
-others) and commits once: group commit, so that storage does not cap throughput. ``await`` on a job
-returns only after its commit, which is how the coordinator acknowledges a task only once it is durable.
+One writer thread owns the write connection. Callers hand it small writes; it runs every write that is
+waiting in one transaction and commits once: group commit, so that storage does not cap throughput. Each
+write succeeds or fails on its own (a SAVEPOINT around anything of more than one statement), and ``await``
+on it returns only after its commit, which is how the coordinator acknowledges a task only once it is
+durable. Writes come in three forms, cheapest first: one statement (a run of the same one executes as one
+``executemany``), a bundle of statements given as data (a run of bundles of the same shape executes column
+by column; completing a task is one), and a job, any function of the connection. Bookkeeping rows nobody
+waits on (the attempt log, trust counters) are written behind: they ride along with the next commit.
 
 WAL mode with ``synchronous=NORMAL`` survives a crash of the coordinator process (SIGKILL included);
 ``synchronous=FULL`` also survives power loss, at the cost of an fsync per commit.
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Most jobs a single transaction takes; bounds the latency one commit adds to the first job in it.
 MAX_JOBS_PER_COMMIT = 2048
+# Longest written-behind rows wait for a commit when nothing else is written.
+WRITE_BEHIND_DELAY_S = 0.05
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -148,6 +154,19 @@ _SAVE_TRUST = (
     "ON CONFLICT(peer_id, kind) DO UPDATE SET consecutive_valid = excluded.consecutive_valid, "
     "total_valid = excluded.total_valid, total_invalid = excluded.total_invalid"
 )
+_CACHE_RESULT = (
+    "INSERT INTO results (cache_key, kind, version, output, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(cache_key) DO UPDATE SET output = excluded.output, created_at = excluded.created_at, "
+    "expires_at = excluded.expires_at"
+)
+_TASK_COMPLETED = (
+    "UPDATE tasks SET state = 'completed', source = ?, latency_ms = ?, cost_micro_usd = ?, finished_at = ? "
+    "WHERE id = ? AND state NOT IN ('completed', 'failed')"
+)
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (posting_key, task_id, account, amount_micro_usd, memo, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_PEER_DID_ONE = "UPDATE peers SET tasks_done = tasks_done + 1 WHERE id = ?"
 # Written-behind statements run in this order within a commit: an attempt is inserted before it is finished.
 _BEHIND_ORDER = {_INSERT_ATTEMPT: 0, _FINISH_ATTEMPT: 1, _SAVE_TRUST: 2}
 
@@ -174,6 +193,28 @@ class _Statement:
     loop: asyncio.AbstractEventLoop
 
 
+@dataclass(slots=True)
+class _Bundle:
+    """Statements that commit together or not at all, given as data (unlike a ``_Job``) so that a run of
+    bundles of the same shape executes column by column: each statement once, through ``executemany``, for
+    all of them. Bundles in one run must touch different rows, which is what ``exactly_one`` checks: every
+    row of that statement must change exactly one row, or the run is retried one bundle at a time."""
+
+    statements: tuple[tuple[str, list[tuple[Any, ...]]], ...]
+    exactly_one: str
+    conflict: str  # the error when ``exactly_one`` changed no row
+    fut: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        return tuple(sql for sql, _ in self.statements)
+
+
+class _Conflict(Exception):
+    pass
+
+
 _WAKE = object()  # written-behind rows are waiting: run a batch even if no other job comes
 
 
@@ -182,7 +223,7 @@ class _Writer(threading.Thread):
         super().__init__(name="p2c2r-store-writer", daemon=True)
         self._path = path
         self._synchronous = synchronous
-        self.jobs: queue.SimpleQueue[_Job | _Statement | object | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[_Job | _Statement | _Bundle | object | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.open_error: BaseException | None = None
         self.commits = 0
@@ -190,20 +231,24 @@ class _Writer(threading.Thread):
         # Rows written behind (see Store.write_behind): appended by the event loop, taken by each batch.
         self._behind_lock = threading.Lock()
         self._behind: list[tuple[int, str, tuple[Any, ...]]] = []
-        self._wake_queued = False
 
-    def write_behind(self, order: int, sql: str, params: tuple[Any, ...]) -> None:
+    def write_behind(self, order: int, sql: str, params: tuple[Any, ...]) -> bool:
+        """Append a row; True when it is the first since the last commit took them (so the caller makes
+        sure that a commit comes: see Store._write_behind)."""
         with self._behind_lock:
             self._behind.append((order, sql, params))
-            wake = not self._wake_queued
-            self._wake_queued = True
-        if wake:
+            first = len(self._behind) == 1
+        return first
+
+    def wake_if_behind(self) -> None:
+        with self._behind_lock:
+            waiting = bool(self._behind)
+        if waiting:
             self.jobs.put(_WAKE)
 
     def _take_behind(self) -> list[tuple[int, str, tuple[Any, ...]]]:
         with self._behind_lock:
             rows, self._behind = self._behind, []
-            self._wake_queued = False
         return rows
 
     def run(self) -> None:
@@ -248,9 +293,14 @@ class _Writer(threading.Thread):
                     index += 1
                     continue
                 end = index + 1
-                while end < len(items) and isinstance(items[end], _Statement) and items[end].sql == item.sql:
-                    end += 1
-                outcomes.extend(_run_statements(conn, items[index:end]))
+                if isinstance(item, _Bundle):
+                    while end < len(items) and isinstance(items[end], _Bundle) and items[end].shape == item.shape:
+                        end += 1
+                    outcomes.extend(_run_bundles(conn, items[index:end]))
+                else:
+                    while end < len(items) and isinstance(items[end], _Statement) and items[end].sql == item.sql:
+                        end += 1
+                    outcomes.extend(_run_statements(conn, items[index:end]))
                 index = end
             _run_behind(conn, self._take_behind())
             conn.execute("COMMIT")
@@ -304,6 +354,38 @@ def _run_statements(conn: sqlite3.Connection, run: list[_Statement]) -> list[tup
             outcomes.append((st.fut, st.loop, False, exc))
         else:
             outcomes.append((st.fut, st.loop, True, None))
+    return outcomes
+
+
+def _run_bundles(conn: sqlite3.Connection, run: list[_Bundle]) -> list[tuple[Any, ...]]:
+    if len(run) > 1:
+        conn.execute("SAVEPOINT run")
+        try:
+            for position, sql in enumerate(run[0].shape):
+                rows = [row for bundle in run for row in bundle.statements[position][1]]
+                changed = conn.executemany(sql, rows).rowcount
+                if sql == run[0].exactly_one and changed != len(rows):
+                    raise _Conflict
+        except (sqlite3.Error, _Conflict):
+            conn.execute("ROLLBACK TO run")  # find which bundle is at fault, one at a time below
+            conn.execute("RELEASE run")
+        else:
+            conn.execute("RELEASE run")
+            return [(bundle.fut, bundle.loop, True, None) for bundle in run]
+    outcomes = []
+    for bundle in run:
+        conn.execute("SAVEPOINT job")
+        try:
+            for sql, rows in bundle.statements:
+                changed = conn.executemany(sql, rows).rowcount
+                if sql == bundle.exactly_one and changed != len(rows):
+                    raise sqlite3.IntegrityError(bundle.conflict)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO job")
+            outcomes.append((bundle.fut, bundle.loop, False, exc))
+        else:
+            outcomes.append((bundle.fut, bundle.loop, True, None))
+        conn.execute("RELEASE job")
     return outcomes
 
 
@@ -400,7 +482,11 @@ class Store:
         tasks, results and ledger rows are never written this way)."""
         if not self._writer.is_alive():
             raise StoreError("the database writer is not running")
-        self._writer.write_behind(_BEHIND_ORDER[statement], statement, params)
+        if self._writer.write_behind(_BEHIND_ORDER[statement], statement, params):
+            # Not a wake-up of the writer per row: they ride with the next commit, which nearly always comes
+            # within a few milliseconds (a task's completion follows its attempt's rows). Waking the writer
+            # for them would cost the event loop a hand-off of the GIL on the latency-critical path.
+            asyncio.get_running_loop().call_later(WRITE_BEHIND_DELAY_S, self._writer.wake_if_behind)
 
     def _future(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]:
         if not self._writer.is_alive():
@@ -435,29 +521,20 @@ class Store:
         posting: Posting | None,
         peer_id: str | None = None,
     ) -> asyncio.Future[Any]:
-        """Result cached, task completed and billed: one job, so all of it commits or none."""
+        """Result cached, task completed and billed: one bundle, so all of it commits or none."""
         now = time.time()
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO results (cache_key, kind, version, output, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(cache_key) DO UPDATE SET output = excluded.output, created_at = excluded.created_at, "
-                "expires_at = excluded.expires_at",
-                (cache_key, kind, version, output, now, now + cache_ttl_s),
-            )
-            cur = conn.execute(
-                "UPDATE tasks SET state = 'completed', source = ?, latency_ms = ?, cost_micro_usd = ?, finished_at = ? "
-                "WHERE id = ? AND state NOT IN ('completed', 'failed')",
-                (source, latency_ms, cost_micro_usd, now, task_id),
-            )
-            if cur.rowcount != 1:
-                raise sqlite3.IntegrityError(f"task {task_id} is already finished")
-            if posting is not None:
-                _insert_posting(conn, posting, now)
-            if peer_id is not None:
-                conn.execute("UPDATE peers SET tasks_done = tasks_done + 1 WHERE id = ?", (peer_id,))
-
-        return self.write(job)
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = [
+            (_CACHE_RESULT, [(cache_key, kind, version, output, now, now + cache_ttl_s)]),
+            (_TASK_COMPLETED, [(source, latency_ms, cost_micro_usd, now, task_id)]),
+        ]
+        if posting is not None:
+            statements.append((_INSERT_LEDGER, _posting_rows(posting, now)))
+        if peer_id is not None:
+            statements.append((_PEER_DID_ONE, [(peer_id,)]))
+        loop, fut = self._future()
+        self._writer.jobs.put(_Bundle(tuple(statements), _TASK_COMPLETED, f"task {task_id} is already finished",
+                                      fut, loop))
+        return fut
 
     def fail_task(self, task_id: str, code: str, message: str) -> asyncio.Future[Any]:
         now = time.time()
@@ -601,8 +678,9 @@ class Store:
         return self._writer.is_alive()
 
 
+def _posting_rows(posting: Posting, now: float) -> list[tuple[Any, ...]]:
+    return [(posting.key, posting.task_id, e.account, e.amount_micro_usd, e.memo, now) for e in posting.entries]
+
+
 def _insert_posting(conn: sqlite3.Connection, posting: Posting, now: float) -> None:
-    conn.executemany(
-        "INSERT INTO ledger (posting_key, task_id, account, amount_micro_usd, memo, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(posting.key, posting.task_id, e.account, e.amount_micro_usd, e.memo, now) for e in posting.entries],
-    )
+    conn.executemany(_INSERT_LEDGER, _posting_rows(posting, now))
