@@ -90,7 +90,7 @@ class PeerAgent:
         self.started = time.monotonic()
         self._stopping = asyncio.Event()
         self._cancelled: set[str] = set()
-        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, asyncio.Future[JobOutcome]] = {}
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -208,7 +208,12 @@ class PeerAgent:
     def _on_message(self, outbox: Outbox, msg: Any) -> None:
         if isinstance(msg, p.Assign):
             self.console.task_line(f"⚡ Received task: {msg.kind}")
-            self._jobs[msg.attempt_id] = asyncio.get_running_loop().create_task(self._run_job(outbox, msg))
+            timeout_s = msg.deadline_ms / 1000.0 + WORKER_GRACE_S
+            job = self.pool.run(msg.kind, bytes(msg.input), timeout_s=timeout_s)
+            self._jobs[msg.attempt_id] = job
+            # A callback rather than a task per job: at thousands of tasks a second the task costs more
+            # than the work it would wait on.
+            job.add_done_callback(lambda done: self._finish_job(outbox, msg, done))
         elif isinstance(msg, p.Cancel):
             self._cancelled.add(msg.attempt_id)
         elif isinstance(msg, p.Earned):
@@ -217,27 +222,26 @@ class PeerAgent:
         elif isinstance(msg, p.Error):
             log.warning("coordinator error: %s: %s", msg.code, msg.message)
 
-    async def _run_job(self, outbox: Outbox, msg: p.Assign) -> None:
-        try:
-            timeout_s = msg.deadline_ms / 1000.0 + WORKER_GRACE_S
-            outcome: JobOutcome = await self.pool.run(msg.kind, bytes(msg.input), timeout_s=timeout_s)
-            if msg.attempt_id in self._cancelled:
-                self._cancelled.discard(msg.attempt_id)
-                return
-            if outcome.ok:
-                output = outcome.output
-                if self.settings.tamper is not None:
-                    output = self.settings.tamper(msg.kind, msgspec.msgpack.decode(msg.input), output)
-                reply: msgspec.Struct = p.PeerResult(msg.attempt_id, msgspec.Raw(output), round(outcome.compute_ms, 3))
-                self.completed += 1
-                self.console.task_line(f"   ✅ Completed {msg.kind} in {outcome.compute_ms:.0f}ms")
-            else:
-                reply = p.PeerError(msg.attempt_id, outcome.code, outcome.message[:2000])
-                self.failed += 1
-                self.console.task_line(f"   ❌ {msg.kind} failed: {outcome.message}")
-            outbox.put(p.encode(reply))
-        finally:
-            self._jobs.pop(msg.attempt_id, None)
+    def _finish_job(self, outbox: Outbox, msg: p.Assign, job: asyncio.Future[JobOutcome]) -> None:
+        self._jobs.pop(msg.attempt_id, None)
+        if job.cancelled():  # abandoned with its connection
+            return
+        if msg.attempt_id in self._cancelled:
+            self._cancelled.discard(msg.attempt_id)
+            return
+        outcome = job.result()
+        if outcome.ok:
+            output = outcome.output
+            if self.settings.tamper is not None:
+                output = self.settings.tamper(msg.kind, msgspec.msgpack.decode(msg.input), output)
+            reply: msgspec.Struct = p.PeerResult(msg.attempt_id, msgspec.Raw(output), round(outcome.compute_ms, 3))
+            self.completed += 1
+            self.console.task_line(f"   ✅ Completed {msg.kind} in {outcome.compute_ms:.0f}ms")
+        else:
+            reply = p.PeerError(msg.attempt_id, outcome.code, outcome.message[:2000])
+            self.failed += 1
+            self.console.task_line(f"   ❌ {msg.kind} failed: {outcome.message}")
+        outbox.put(p.encode(reply))
 
     def _abandon_jobs(self) -> None:
         # The coordinator re-routes whatever this connection held; results for it can no longer be sent.
