@@ -12,6 +12,7 @@ from p2c2r.cloud import ledger
 from p2c2r.cloud.ledger import Tariff
 from p2c2r.cloud.store import Store, TaskRow
 from p2c2r.errors import StoreError
+from tests.procs import async_wait_until
 
 
 def row(n: int, client_task_id: str | None = None) -> TaskRow:
@@ -101,3 +102,30 @@ async def test_completions_of_a_batch_commit_together_and_a_finished_task_fails_
     assert read(store, "SELECT id FROM tasks WHERE state = 'completed' ORDER BY id") == [("t0",), ("t1",), ("t2",), ("t3",)]
     assert read(store, "SELECT COUNT(*) FROM results") == [(4,)]
     assert read(store, "SELECT SUM(amount_micro_usd), COUNT(*) FROM ledger") == [(0, len(posting.entries))]
+
+
+async def test_commits_never_checkpoint_and_the_checkpointer_moves_the_wal_into_the_database(tmp_path):
+    big = b"\x00" * 64 * 1024
+
+    async def fill(store: Store) -> None:
+        for n in range(100):  # about 6.4 MB: past SQLite's default auto-checkpoint of 1,000 pages
+            await store.add_task(TaskRow(f"t{n}", "g", f"c{n}", "physics", big, f"k{n}", 2, 100, 0.0, "queued"))
+
+    idle = Store(tmp_path / "idle.db", checkpoint_interval_s=3600)  # no checkpoint while it runs
+    idle.open()
+    try:
+        await fill(idle)
+        assert (tmp_path / "idle.db-wal").stat().st_size > 6 * 1024 * 1024
+        assert (tmp_path / "idle.db").stat().st_size < 1024 * 1024
+    finally:
+        idle.close()
+    assert len(read(idle, "SELECT id FROM tasks")) == 100
+    busy = Store(tmp_path / "busy.db", checkpoint_interval_s=0.01)
+    busy.open()
+    try:
+        await fill(busy)
+        await async_wait_until(lambda: (tmp_path / "busy.db").stat().st_size > 6 * 1024 * 1024, 10,
+                               "the checkpointer to copy the WAL into the database")
+        assert busy.checkpoints >= 1
+    finally:
+        busy.close()

@@ -10,7 +10,9 @@ by column; completing a task is one), and a job, any function of the connection.
 waits on (the attempt log, trust counters) are written behind: they ride along with the next commit.
 
 WAL mode with ``synchronous=NORMAL`` survives a crash of the coordinator process (SIGKILL included);
-``synchronous=FULL`` also survives power loss, at the cost of an fsync per commit.
+``synchronous=FULL`` also survives power loss, at the cost of an fsync per commit. Checkpoints (copying the
+WAL into the database, with its fsync) run in a thread of their own every ``CHECKPOINT_INTERVAL_S`` rather
+than inside the commit that crosses SQLite's threshold: that commit's task used to pay milliseconds.
 
 Reads are point lookups on a second connection in the caller's thread (WAL lets readers run beside the
 writer). sqlite3 errors are translated into ``StoreError`` at this boundary.
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 MAX_JOBS_PER_COMMIT = 2048
 # Longest written-behind rows wait for a commit when nothing else is written.
 WRITE_BEHIND_DELAY_S = 0.05
+# How often the WAL is copied into the database (see _Checkpointer).
+CHECKPOINT_INTERVAL_S = 2.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -423,15 +427,48 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Checkpoints (copying the WAL into the database, with an fsync) run in _Checkpointer's thread, not in
+    # whichever commit crosses the threshold: that commit, and the task waiting on it, paid milliseconds.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
+class _Checkpointer(threading.Thread):
+    """Moves the WAL into the database every ``interval_s`` on its own connection. PASSIVE checkpoints run
+    beside the writer's commits (WAL mode lets them), so no commit waits on one."""
+
+    def __init__(self, path: str, interval_s: float) -> None:
+        super().__init__(name="p2c2r-store-checkpoint", daemon=True)
+        self._path = path
+        self._interval_s = interval_s
+        self.stopping = threading.Event()
+        self.checkpoints = 0
+
+    def run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            log.error("store: checkpoints stopped, cannot connect: %s", exc)
+            return
+        try:
+            while not self.stopping.wait(self._interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # busy or locked now: the next round catches up
+                    log.info("store: checkpoint skipped: %s", exc)
+        finally:
+            conn.close()
+
+
 class Store:
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
+                 checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = str(path)
         self._writer = _Writer(self.path, synchronous)
+        self._checkpointer = _Checkpointer(self.path, checkpoint_interval_s)
         self._reader: sqlite3.Connection | None = None
 
     # Lifecycle --------------------------------------------------------------------------------------
@@ -449,8 +486,12 @@ class Store:
             self._reader.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._checkpointer.start()
 
     def close(self) -> None:
+        if self._checkpointer.is_alive():
+            self._checkpointer.stopping.set()
+            self._checkpointer.join(timeout=30)
         if self._writer.is_alive():
             self._writer.jobs.put(None)
             self._writer.join(timeout=30)
@@ -461,6 +502,10 @@ class Store:
     @property
     def commits(self) -> int:
         return self._writer.commits
+
+    @property
+    def checkpoints(self) -> int:
+        return self._checkpointer.checkpoints
 
     # Writing ----------------------------------------------------------------------------------------
 
