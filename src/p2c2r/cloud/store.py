@@ -4,9 +4,9 @@ One writer thread owns the write connection. Callers hand it small writes; it ru
 waiting in one transaction and commits once: group commit, so that storage does not cap throughput. Each
 write succeeds or fails on its own (a SAVEPOINT around anything of more than one statement), and ``await``
 on it returns only after its commit, which is how the coordinator acknowledges a task only once it is
-durable. Writes come in three forms, cheapest first: one statement (a run of the same one executes as one
-``executemany``), a bundle of statements given as data (a run of bundles of the same shape executes column
-by column; completing a task is one), and a job, any function of the connection. Bookkeeping rows nobody
+durable. Writes come in two forms: a bundle of statements given as data (one statement, or several that
+commit together such as completing a task; a run of bundles of the same shape executes column by column,
+one ``executemany`` per statement), and a job, any function of the connection. Bookkeeping rows nobody
 waits on (the attempt log, trust counters) are written behind: they ride along with the next commit.
 
 WAL mode with ``synchronous=NORMAL`` survives a crash of the coordinator process (SIGKILL included);
@@ -187,25 +187,14 @@ class _Job:
 
 
 @dataclass(slots=True)
-class _Statement:
-    """One statement: atomic on its own, so it needs no SAVEPOINT, and a run of the same statement
-    executes as one ``executemany``."""
-
-    sql: str
-    params: tuple[Any, ...]
-    fut: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-
-
-@dataclass(slots=True)
 class _Bundle:
     """Statements that commit together or not at all, given as data (unlike a ``_Job``) so that a run of
     bundles of the same shape executes column by column: each statement once, through ``executemany``, for
-    all of them. Bundles in one run must touch different rows, which is what ``exactly_one`` checks: every
-    row of that statement must change exactly one row, or the run is retried one bundle at a time."""
+    all of them (a run of single statements is one ``executemany``). When ``exactly_one`` names one of the
+    statements, each of its rows must change exactly one row, or the run is retried one bundle at a time."""
 
     statements: tuple[tuple[str, list[tuple[Any, ...]]], ...]
-    exactly_one: str
+    exactly_one: str | None
     conflict: str  # the error when ``exactly_one`` changed no row
     fut: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
@@ -227,7 +216,7 @@ class _Writer(threading.Thread):
         super().__init__(name="p2c2r-store-writer", daemon=True)
         self._path = path
         self._synchronous = synchronous
-        self.jobs: queue.SimpleQueue[_Job | _Statement | _Bundle | object | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[_Job | _Bundle | object | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.open_error: BaseException | None = None
         self.commits = 0
@@ -297,14 +286,9 @@ class _Writer(threading.Thread):
                     index += 1
                     continue
                 end = index + 1
-                if isinstance(item, _Bundle):
-                    while end < len(items) and isinstance(items[end], _Bundle) and items[end].shape == item.shape:
-                        end += 1
-                    outcomes.extend(_run_bundles(conn, items[index:end]))
-                else:
-                    while end < len(items) and isinstance(items[end], _Statement) and items[end].sql == item.sql:
-                        end += 1
-                    outcomes.extend(_run_statements(conn, items[index:end]))
+                while end < len(items) and isinstance(items[end], _Bundle) and items[end].shape == item.shape:
+                    end += 1
+                outcomes.extend(_run_bundles(conn, items[index:end]))
                 index = end
             _run_behind(conn, self._take_behind())
             conn.execute("COMMIT")
@@ -339,28 +323,6 @@ def _run_job(conn: sqlite3.Connection, job: _Job) -> tuple[asyncio.Future[Any], 
     return job.fut, job.loop, True, value
 
 
-def _run_statements(conn: sqlite3.Connection, run: list[_Statement]) -> list[tuple[Any, ...]]:
-    if len(run) > 1:
-        conn.execute("SAVEPOINT run")
-        try:
-            conn.executemany(run[0].sql, [st.params for st in run])
-        except sqlite3.Error:
-            conn.execute("ROLLBACK TO run")  # one of them is bad: find which, one at a time below
-            conn.execute("RELEASE run")
-        else:
-            conn.execute("RELEASE run")
-            return [(st.fut, st.loop, True, None) for st in run]
-    outcomes = []
-    for st in run:
-        try:
-            conn.execute(st.sql, st.params)
-        except sqlite3.Error as exc:
-            outcomes.append((st.fut, st.loop, False, exc))
-        else:
-            outcomes.append((st.fut, st.loop, True, None))
-    return outcomes
-
-
 def _run_bundles(conn: sqlite3.Connection, run: list[_Bundle]) -> list[tuple[Any, ...]]:
     if len(run) > 1:
         conn.execute("SAVEPOINT run")
@@ -378,18 +340,23 @@ def _run_bundles(conn: sqlite3.Connection, run: list[_Bundle]) -> list[tuple[Any
             return [(bundle.fut, bundle.loop, True, None) for bundle in run]
     outcomes = []
     for bundle in run:
-        conn.execute("SAVEPOINT job")
+        # One statement of one row is atomic alone (SQLite undoes a failed statement itself).
+        alone = len(bundle.statements) == 1 and len(bundle.statements[0][1]) == 1
+        if not alone:
+            conn.execute("SAVEPOINT job")
         try:
             for sql, rows in bundle.statements:
                 changed = conn.executemany(sql, rows).rowcount
                 if sql == bundle.exactly_one and changed != len(rows):
                     raise sqlite3.IntegrityError(bundle.conflict)
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK TO job")
+            if not alone:
+                conn.execute("ROLLBACK TO job")
             outcomes.append((bundle.fut, bundle.loop, False, exc))
         else:
             outcomes.append((bundle.fut, bundle.loop, True, None))
-        conn.execute("RELEASE job")
+        if not alone:
+            conn.execute("RELEASE job")
     return outcomes
 
 
@@ -518,7 +485,7 @@ class Store:
     def _execute(self, sql: str, params: tuple[Any, ...]) -> asyncio.Future[Any]:
         """Queue one statement; the future resolves once it has committed."""
         loop, fut = self._future()
-        self._writer.jobs.put(_Statement(sql, params, fut, loop))
+        self._writer.jobs.put(_Bundle(((sql, [params]),), None, "", fut, loop))
         return fut
 
     def _write_behind(self, statement: str, params: tuple[Any, ...]) -> None:
@@ -549,7 +516,7 @@ class Store:
         self._write_behind(_FINISH_ATTEMPT, (time.time(), outcome, detail[:500], attempt_id))
 
     def set_task_state(self, task_id: str, state: str) -> asyncio.Future[Any]:
-        return self.write(lambda conn: conn.execute("UPDATE tasks SET state = ? WHERE id = ?", (state, task_id)))
+        return self._execute("UPDATE tasks SET state = ? WHERE id = ?", (state, task_id))
 
     def complete_task(
         self,
@@ -583,20 +550,20 @@ class Store:
 
     def fail_task(self, task_id: str, code: str, message: str) -> asyncio.Future[Any]:
         now = time.time()
-        return self.write(
-            lambda conn: conn.execute(
-                "UPDATE tasks SET state = 'failed', error_code = ?, error_message = ?, finished_at = ? "
-                "WHERE id = ? AND state NOT IN ('completed', 'failed')",
-                (code, message[:2000], now, task_id),
-            )
+        return self._execute(
+            "UPDATE tasks SET state = 'failed', error_code = ?, error_message = ?, finished_at = ? "
+            "WHERE id = ? AND state NOT IN ('completed', 'failed')",
+            (code, message[:2000], now, task_id),
         )
 
     def post(self, posting: Posting) -> asyncio.Future[Any]:
         now = time.time()
-        return self.write(lambda conn: _insert_posting(conn, posting, now))
+        loop, fut = self._future()
+        self._writer.jobs.put(_Bundle(((_INSERT_LEDGER, _posting_rows(posting, now)),), None, "", fut, loop))
+        return fut
 
     def touch_cache_hit(self, cache_key: str) -> asyncio.Future[Any]:
-        return self.write(lambda conn: conn.execute("UPDATE results SET hits = hits + 1 WHERE cache_key = ?", (cache_key,)))
+        return self._execute("UPDATE results SET hits = hits + 1 WHERE cache_key = ?", (cache_key,))
 
     def upsert_peer(self, peer_id: str, name: str, public_key: bytes | None = None) -> asyncio.Future[Any]:
         return self._upsert_client("peers", peer_id, name, public_key)
@@ -613,20 +580,16 @@ class Store:
             "ON CONFLICT(id) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen, "
             f"public_key = COALESCE({table}.public_key, excluded.public_key)"
         )
-        return self.write(lambda conn: conn.execute(sql, (client_id, name, public_key, now, now)))
+        return self._execute(sql, (client_id, name, public_key, now, now))
 
     def save_trust(self, peer_id: str, kind: str, consecutive: int, valid: int, invalid: int) -> None:
         self._write_behind(_SAVE_TRUST, (peer_id, kind, consecutive, valid, invalid))
 
     def ban_peer(self, peer_id: str, reason: str) -> asyncio.Future[Any]:
-        return self.write(
-            lambda conn: conn.execute("UPDATE peers SET banned = 1, ban_reason = ? WHERE id = ?", (reason[:2000], peer_id))
-        )
+        return self._execute("UPDATE peers SET banned = 1, ban_reason = ? WHERE id = ?", (reason[:2000], peer_id))
 
     def note_invalid(self, peer_id: str) -> asyncio.Future[Any]:
-        return self.write(
-            lambda conn: conn.execute("UPDATE peers SET tasks_invalid = tasks_invalid + 1 WHERE id = ?", (peer_id,))
-        )
+        return self._execute("UPDATE peers SET tasks_invalid = tasks_invalid + 1 WHERE id = ?", (peer_id,))
 
     def purge_expired(self, now: float) -> asyncio.Future[Any]:
         return self.write(lambda conn: conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,)).rowcount)
@@ -712,11 +675,9 @@ class Store:
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> asyncio.Future[Any]:
-        return self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        return self._execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
         )
 
     def is_writable(self) -> bool:
@@ -725,7 +686,3 @@ class Store:
 
 def _posting_rows(posting: Posting, now: float) -> list[tuple[Any, ...]]:
     return [(posting.key, posting.task_id, e.account, e.amount_micro_usd, e.memo, now) for e in posting.entries]
-
-
-def _insert_posting(conn: sqlite3.Connection, posting: Posting, now: float) -> None:
-    conn.executemany(_INSERT_LEDGER, _posting_rows(posting, now))
