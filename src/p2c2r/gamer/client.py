@@ -227,6 +227,7 @@ class GamerClient:
                 finally:
                     self._connected.clear()
                     self._conn = None
+                    self._outbox = None
                     with contextlib.suppress(Exception):
                         await conn.close()
             if self._closed:
