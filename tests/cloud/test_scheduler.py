@@ -163,3 +163,36 @@ def test_peers_hold_a_short_queue_and_idle_peers_are_preferred():
     assert [d.peer_id for d in out] == ["p2"]
     d = dispatches(s.submit("t9", "physics", now=0.2, deadline_at=100.0))
     assert d[0].peer_id == "p2"  # p1 already has 3 tasks ahead, p2 only 1
+
+
+def test_a_peer_of_quick_tasks_gets_a_deeper_queue_and_one_of_slow_tasks_keeps_the_minimum():
+    s = make(peer_queue_per_slot=3, peer_queue_budget_ms=2.0)
+    s.add_peer("p", slots=1, kinds=["physics"], now=0.0)
+    out = []
+    for i in range(100):
+        out += dispatches(s.submit(f"t{i}", "physics", now=0.0, deadline_at=100.0))
+    assert len(out) == 4  # one running, three queued: the minimum before anything is measured
+    # A result that took 0.02 ms of kernel time (0.12 ms with the per-job overhead): 2 ms hold 16 more.
+    more = dispatches(s.attempt_succeeded(out[0].attempt_id, now=0.01, compute_ms=0.02))
+    assert len(s.peers["p"].running) == 1 + 16 and len(more) == 17 - 3
+    # Then slow results (50 ms each): the queue shrinks back to the minimum as they come in.
+    running = sorted(s.peers["p"].running)
+    for attempt_id in running[:14]:
+        s.attempt_succeeded(attempt_id, now=0.02, compute_ms=50.0)
+    assert s.peers["p"].capacity == 4
+    assert len(s.peers["p"].running) == 4  # refilled only up to the new, smaller capacity
+
+
+def test_a_peer_over_its_shrunken_capacity_does_not_hide_room_on_another():
+    s = make(peer_queue_per_slot=0, peer_queue_budget_ms=2.0)
+    s.add_peer("quick", slots=1, kinds=["physics"], now=0.0)
+    first = dispatches(s.submit("t0", "physics", now=0.0, deadline_at=100.0))
+    for i in range(1, 40):
+        s.submit(f"t{i}", "physics", now=0.0, deadline_at=100.0)
+    s.attempt_succeeded(first[0].attempt_id, now=0.01, compute_ms=0.02)  # capacity 1 -> 17, all taken
+    assert len(s.peers["quick"].running) == 17
+    held = sorted(s.peers["quick"].running)
+    s.attempt_succeeded(held[0], now=0.02, compute_ms=500.0)  # capacity back to 1, still running 15 more
+    assert s.peers["quick"].free_slots < 0
+    out = dispatches(s.add_peer("other", slots=2, kinds=["physics"], now=0.03))
+    assert [d.peer_id for d in out] == ["other", "other"]

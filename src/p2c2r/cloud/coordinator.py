@@ -427,13 +427,13 @@ class Coordinator:
         output = msgspec.msgpack.encode(checked.output)
         if task.quorum:
             task.candidates.append(Candidate(peer.client_id, msg.attempt_id, output, checked.output, msg.compute_ms))
-            self._apply(self.scheduler.attempt_returned(msg.attempt_id, now))
+            self._apply(self.scheduler.attempt_returned(msg.attempt_id, now, msg.compute_ms))
             self._resolve_quorum(task)
             return
         audit = self.policy.audit(self._trust_of(peer.client_id, task.kind.name), self.rng)
         self._reward(peer.client_id, task.kind.name)
         self.counters.useful_compute_ms += msg.compute_ms
-        self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now))
+        self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now, msg.compute_ms))
         payee = Candidate(peer.client_id, msg.attempt_id, output, checked.output, msg.compute_ms)
         self._spawn(self._complete(task, output, source="peer", payees=[payee], audit=audit))
 

@@ -10,7 +10,11 @@ the current time ``now`` in seconds; it answers with decisions for the server to
 
 Routing: a task goes to the peer expected to finish it first: among peers with a free slot that run its
 kind and have not failed it, the smallest measured latency for that kind (moving average), inflated by how
-busy the peer already is. No peer: the task waits in FIFO order; re-routed tasks go to the front.
+busy the peer already is. A peer holds its slots' tasks plus a short queue, so that its next task is there
+when a slot frees: at least ``peer_queue_per_slot`` per slot, and more for peers whose tasks are quick,
+up to about ``peer_queue_budget_ms`` of work per slot (measured service times, moving average); deep queues
+of quick tasks are what lets results and assignments share frames at high rates. No peer: the task waits
+in FIFO order; re-routed tasks go to the front.
 Deadlines: a task still unfinished when its deadline minus the expected fallback time arrives is handed
 to the coordinator's own compute. Hedging: a task flagged latency-critical that has not returned by the
 95th percentile of its kind's latency gets a second copy on another peer.
@@ -38,6 +42,10 @@ FALLBACK_SAFETY_MS = 10.0
 # Recent latencies kept per kind, to estimate the 95th percentile for hedging.
 LATENCY_WINDOW = 256
 HEDGE_MIN_SAMPLES = 20
+# A peer's queue per slot, in tasks, whatever its service time says.
+MAX_QUEUE_PER_SLOT = 31
+# What each task costs a peer beyond its kernel's compute time (pipes, framing), for the queue budget.
+JOB_OVERHEAD_MS = 0.1
 
 
 # Decisions ------------------------------------------------------------------------------------------
@@ -90,6 +98,8 @@ class PeerState:
     capacity: int = 0
     running: set[str] = field(default_factory=set)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # Moving average of what one task costs it (kernel time reported by the peer plus JOB_OVERHEAD_MS).
+    service_ms: float | None = None
     done: int = 0
 
     @property
@@ -133,12 +143,14 @@ class Scheduler:
         max_queued: int | None = 100_000,
         hedging: bool = True,
         peer_queue_per_slot: int = 3,
+        peer_queue_budget_ms: float = 2.0,
     ) -> None:
         self._new_attempt_id = new_attempt_id
         self._max_attempts = max_attempts
         self._max_queued = max_queued
         self._hedging = hedging
         self._peer_queue_per_slot = peer_queue_per_slot
+        self._peer_queue_budget_ms = peer_queue_budget_ms
         self.peers: dict[str, PeerState] = {}
         self.tasks: dict[str, TaskEntry] = {}
         self.attempts: dict[str, AttemptEntry] = {}
@@ -192,7 +204,7 @@ class Scheduler:
         peer = PeerState(peer_id, slots, frozenset(kinds), owner or peer_id, network,
                          capacity=slots * (1 + self._peer_queue_per_slot))
         self.peers[peer_id] = peer
-        self._free_slots += peer.free_slots
+        self._free_slots += max(0, peer.free_slots)
         return self._drain(now)
 
     def remove_peer(self, peer_id: str, now: float) -> list[Decision]:
@@ -200,7 +212,7 @@ class Scheduler:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return []
-        self._free_slots -= peer.free_slots
+        self._free_slots -= max(0, peer.free_slots)
         decisions: list[Decision] = []
         for attempt_id in sorted(peer.running):
             attempt = self.attempts.pop(attempt_id)
@@ -238,12 +250,13 @@ class Scheduler:
         self._enqueue(task, front=False)
         return self._drain(now)
 
-    def attempt_succeeded(self, attempt_id: str, now: float) -> list[Decision]:
-        """The attempt's result was accepted: the task is done and its other attempts are cancelled."""
+    def attempt_succeeded(self, attempt_id: str, now: float, compute_ms: float | None = None) -> list[Decision]:
+        """The attempt's result was accepted: the task is done and its other attempts are cancelled.
+        ``compute_ms``: the kernel time the peer reported, which sizes its queue."""
         attempt = self.attempts.pop(attempt_id, None)
         if attempt is None:
             return []
-        self._release(attempt, now, record_latency=True)
+        self._release(attempt, now, record_latency=True, compute_ms=compute_ms)
         task = self.tasks.get(attempt.task_id)
         decisions: list[Decision] = []
         if task is not None:
@@ -251,12 +264,12 @@ class Scheduler:
             decisions += self._finish(task)
         return decisions + self._drain(now)
 
-    def attempt_returned(self, attempt_id: str, now: float) -> list[Decision]:
+    def attempt_returned(self, attempt_id: str, now: float, compute_ms: float | None = None) -> list[Decision]:
         """A replica came back and awaits its partner (quorum): free the slot, keep the task."""
         attempt = self.attempts.pop(attempt_id, None)
         if attempt is None:
             return []
-        self._release(attempt, now, record_latency=True)
+        self._release(attempt, now, record_latency=True, compute_ms=compute_ms)
         task = self.tasks.get(attempt.task_id)
         if task is not None:
             task.live.discard(attempt_id)
@@ -379,19 +392,43 @@ class Scheduler:
                 continue
             peer = self.peers.get(attempt.peer_id)
             if peer is not None:
-                peer.running.discard(attempt_id)
-                self._free_slots += 1
+                self._vacate(peer, attempt_id)
             decisions.append(CancelAttempt(attempt_id, attempt.peer_id, task.task_id))
         task.live.clear()
         return decisions
 
-    def _release(self, attempt: AttemptEntry, now: float, *, record_latency: bool) -> None:
+    # ``_free_slots`` counts the room left on every peer (a peer whose capacity shrank below what it runs
+    # has none, not a negative amount), so that "is there room anywhere" is one comparison.
+
+    def _occupy(self, peer: PeerState, attempt_id: str) -> None:
+        before = max(0, peer.free_slots)
+        peer.running.add(attempt_id)
+        self._free_slots += max(0, peer.free_slots) - before
+
+    def _vacate(self, peer: PeerState, attempt_id: str) -> None:
+        before = max(0, peer.free_slots)
+        peer.running.discard(attempt_id)
+        self._free_slots += max(0, peer.free_slots) - before
+
+    def _resize(self, peer: PeerState, capacity: int) -> None:
+        before = max(0, peer.free_slots)
+        peer.capacity = capacity
+        self._free_slots += max(0, peer.free_slots) - before
+
+    def _release(self, attempt: AttemptEntry, now: float, *, record_latency: bool,
+                 compute_ms: float | None = None) -> None:
         peer = self.peers.get(attempt.peer_id)
         task = self.tasks.get(attempt.task_id)
         if peer is None:
             return
-        peer.running.discard(attempt.attempt_id)
-        self._free_slots += 1
+        self._vacate(peer, attempt.attempt_id)
+        if compute_ms is not None:
+            sample = compute_ms + JOB_OVERHEAD_MS
+            peer.service_ms = sample if peer.service_ms is None else \
+                peer.service_ms + LATENCY_EWMA_ALPHA * (sample - peer.service_ms)
+            per_slot = min(MAX_QUEUE_PER_SLOT, max(self._peer_queue_per_slot,
+                                                   int(self._peer_queue_budget_ms / peer.service_ms)))
+            self._resize(peer, peer.slots * (1 + per_slot))
         if record_latency and task is not None:
             sample = (now - attempt.started_at) * 1000.0
             previous = peer.latency_ms.get(task.kind)
@@ -443,8 +480,7 @@ class Scheduler:
     def _start(self, task: TaskEntry, peer: PeerState, now: float, *, hedge: bool = False) -> Dispatch:
         attempt_id = self._new_attempt_id()
         self.attempts[attempt_id] = AttemptEntry(attempt_id, task.task_id, peer.peer_id, now, hedge)
-        peer.running.add(attempt_id)
-        self._free_slots -= 1
+        self._occupy(peer, attempt_id)
         task.live.add(attempt_id)
         return Dispatch(attempt_id, task.task_id, peer.peer_id, task.kind, hedge=hedge)
 

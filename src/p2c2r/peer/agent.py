@@ -46,8 +46,9 @@ PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CL
                          p.CLOSE_REPLACED}
 # Extra time a worker gets past the task's deadline before it is killed as stuck.
 WORKER_GRACE_S = 2.0
-# Jobs one worker holds at once: the one it runs and the next ones in its pipe.
-WORKER_PIPELINE = 4
+# Jobs one worker holds at once: the one it runs and the next ones in its pipe. As deep as the queue the
+# coordinator may keep at a peer per slot (scheduler.MAX_QUEUE_PER_SLOT), so that all of it waits there.
+WORKER_PIPELINE = 32
 
 OutputTamperer = Callable[[str, Any, bytes], bytes]
 
