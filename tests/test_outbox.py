@@ -28,6 +28,18 @@ def fetch(i: int) -> bytes:
     return p.encode(p.Fetch(f"task-{i}"))
 
 
+async def send_all(count: int, **outbox_options) -> Recorder:
+    """``count`` messages queued in one turn, then closed: the frames they left in."""
+    out = Recorder()
+    box = Outbox(out.send, **{"batch": True, "max_frame_bytes": 1 << 20, **outbox_options})
+    writer = asyncio.create_task(box.run())
+    for i in range(count):
+        box.put(fetch(i))
+    box.close()
+    await asyncio.wait_for(writer, 5)
+    return out
+
+
 async def test_messages_queued_in_one_turn_leave_as_one_frame_and_a_lone_one_alone():
     out = Recorder()
     box = Outbox(out.send, batch=True, max_frame_bytes=1 << 20)
@@ -60,34 +72,15 @@ async def test_what_queues_behind_a_slow_send_goes_out_together():
 
 
 async def test_batches_stay_under_the_frame_limit_and_the_message_cap():
-    out = Recorder()
     one = len(fetch(0))
-    box = Outbox(out.send, batch=True, max_frame_bytes=3 * one + 3, max_batch=4)
-    writer = asyncio.create_task(box.run())
-    for i in range(10):
-        box.put(fetch(i))
-    box.close()
-    await asyncio.wait_for(writer, 5)
-    sizes = [len(m) for m in out.messages()]
-    assert sizes == [3, 3, 3, 1] and all(len(f) <= 3 * one + 3 for f in out.frames)
-    capped = Recorder()
-    box = Outbox(capped.send, batch=True, max_frame_bytes=1 << 20, max_batch=4)
-    writer = asyncio.create_task(box.run())
-    for i in range(10):
-        box.put(fetch(i))
-    box.close()
-    await asyncio.wait_for(writer, 5)
+    out = await send_all(10, max_frame_bytes=3 * one + 3, max_batch=4)
+    assert [len(m) for m in out.messages()] == [3, 3, 3, 1] and all(len(f) <= 3 * one + 3 for f in out.frames)
+    capped = await send_all(10, max_batch=4)
     assert [len(m) for m in capped.messages()] == [4, 4, 2]
 
 
 async def test_without_batch_support_every_message_is_its_own_plain_frame():
-    out = Recorder()
-    box = Outbox(out.send, batch=False, max_frame_bytes=1 << 20)
-    writer = asyncio.create_task(box.run())
-    for i in range(3):
-        box.put(fetch(i))
-    box.close()
-    await asyncio.wait_for(writer, 5)
+    out = await send_all(3, batch=False)
     assert out.frames == [fetch(0), fetch(1), fetch(2)]
 
 
