@@ -129,3 +129,23 @@ async def test_commits_never_checkpoint_and_the_checkpointer_moves_the_wal_into_
         assert busy.checkpoints >= 1
     finally:
         busy.close()
+
+
+async def test_balances_follow_every_commit_including_another_process_writes(store):
+    def full_sums() -> dict[str, int]:
+        return dict(read(store, "SELECT account, SUM(amount_micro_usd) FROM ledger GROUP BY account"))
+
+    assert store.balances() == {} and store.balance("fees") == 0
+    for n in range(5):
+        await store.post(ledger.bill_coordinator_task(Tariff(), task_id=f"t{n}", gamer_id="gamer_1", source="cloud",
+                                                      price_micro_usd=15))
+        assert store.balances() == full_sums()  # read between commits: only the new rows are added
+    # Another writer on the same file (p2c2r admin credit does this while the coordinator runs).
+    with sqlite3.connect(store.path) as other:
+        other.execute("INSERT INTO ledger (posting_key, task_id, account, amount_micro_usd, memo, created_at) "
+                      "VALUES ('credit:x', NULL, 'gamer:gamer_1', 1000, 'credit', 0), "
+                      "('credit:x', NULL, 'funding', -1000, 'credit', 0)")
+    assert store.balances() == full_sums()
+    assert store.balance("gamer:gamer_1") == full_sums()["gamer:gamer_1"]
+    assert store.balances("gamer:") == {"gamer:gamer_1": full_sums()["gamer:gamer_1"]}
+    assert sum(store.balances().values()) == store.ledger_total() == 0
