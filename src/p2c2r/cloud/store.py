@@ -221,7 +221,7 @@ class _Writer(threading.Thread):
         self.open_error: BaseException | None = None
         self.commits = 0
         self.jobs_done = 0
-        # Rows written behind (see Store.write_behind): appended by the event loop, taken by each batch.
+        # Rows written behind (see Store._write_behind): appended by the event loop, taken by each batch.
         self._behind_lock = threading.Lock()
         self._behind: list[tuple[int, str, tuple[Any, ...]]] = []
 
