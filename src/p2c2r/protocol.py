@@ -13,9 +13,10 @@ the coordinator sent in the upgrade response (``p2c2r.identity``), and ``Welcome
     coordinator -> peer    Assign, Cancel, Earned, Error
     peer -> coordinator    PeerResult, PeerError, Heartbeat
 
-Decoding validates shapes and limits (msgspec ``Meta`` constraints next to each field); a bad frame raises
-``RemoteProtocolError`` whose message names the problem, so the receiver can answer with an ``Error`` and
-keep serving. Task inputs and outputs travel as opaque MessagePack values; their schema belongs to the
+Decoding validates shapes and limits (msgspec ``Meta`` constraints next to each field); a bad message is a
+``RemoteProtocolError`` whose message names the problem (raised by ``decode_from_*``; put in the bad
+message's place by ``decode_*_frame``, so a batch's other messages still count), so the receiver can answer
+with an ``Error`` and keep serving. Task inputs and outputs travel as opaque MessagePack values; their schema belongs to the
 task kind (``p2c2r.tasks``), which validates them separately.
 """
 
