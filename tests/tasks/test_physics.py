@@ -420,7 +420,10 @@ def suspicious_and_full(inp: phys.Input, out: phys.Output) -> tuple[bool, int]:
     """(what the cheap pass says, the code of the full checks) for one output."""
     bodies, claimed, world, has_world = kernel_views(inp, out)
     props, speed, slack, own_reach, cap = phys._prepare(bodies, world, has_world, inp.dt)
-    suspicious = phys._suspicious(bodies, props, slack, own_reach, cap, claimed, world, has_world, inp.dt)
+    length, _turn = phys._scales(bodies[6], bodies[0], bodies[1], bodies[4])
+    suspicious = phys._suspicious(
+        bodies, props, slack, own_reach, cap, claimed, world, has_world, inp.dt, length
+    )
     full = phys._global_checks(
         bodies, props, speed, slack, own_reach, cap, claimed, world, has_world, inp.dt, inp.substeps
     )
@@ -679,3 +682,17 @@ def test_bad_output_is_refused_naming_the_field(raw: dict, field: str) -> None:
     with pytest.raises(TaskOutputError) as caught:
         phys.parse_output(raw)
     assert caught.value.field == field, caught.value
+
+
+def test_scales_match_the_numpy_expressions() -> None:
+    """_scales is one pass for what verify used to compute with np.max (NaN propagates, as there)."""
+    rng = np.random.default_rng(7)
+    for trial in range(50):
+        n = int(rng.integers(1, 40))
+        radius, px, py, angle = (rng.normal(size=n) * 10.0 ** rng.integers(-3, 4) for _ in range(4))
+        if trial % 5 == 0:
+            [radius, px, py, angle][trial % 4][int(rng.integers(n))] = np.nan
+        length, turn = phys._scales(radius, px, py, angle)
+        expected_length = np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
+        expected_turn = 1.0 + np.max(np.abs(angle))
+        np.testing.assert_array_equal([length, turn], [expected_length, expected_turn])

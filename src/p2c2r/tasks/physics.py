@@ -405,8 +405,18 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
     # 6 x n block in Python (joins and copies of ~150 kB), crossed into numba three or four times and
     # boxed a dozen arrays on the way back: ~20 us of overhead before any checking, more than a light
     # scene's whole step costs. The packed columns now go in as they are (numba reads bytes in place).
+    rows = (inp.x, inp.y, inp.vx, inp.vy, inp.angle, inp.angular_velocity, inp.radius, inp.mass,
+            inp.restitution, inp.friction, inp.thrust_x, inp.thrust_y)  # fmt: skip
+    columns = (out.x, out.y, out.vx, out.vy, out.angle, out.angular_velocity)
+    # The usual case (both sides parsed): every column packed bytes of one length. Checked without the
+    # generic helpers below (their getattr loops and generators cost ~4 us a call, 5 % of a verify).
+    size = len(inp.x)
+    packed = type(inp.x) is bytes and size % 8 == 0
+    for c in rows + columns:
+        packed = packed and type(c) is bytes and len(c) == size
+    if packed:
+        return _verify_packed(inp, rows, columns, rng)
     n = _column_length(TaskInputError, "x", inp.x)
-    columns = tuple(getattr(out, field) for field in _STATE_FIELDS)
     lengths = [_column_length(TaskOutputError, field, c) for field, c in zip(_STATE_FIELDS, columns)]
     if any(length != n for length in lengths):
         found = ", ".join(f"{field} has {length}" for field, length in zip(_STATE_FIELDS, lengths))
@@ -419,6 +429,13 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
     if not all(isinstance(v, bytes) for v in rows):  # not from parse_input: normalise as _Scene does
         defaults = {"friction": DEFAULT_FRICTION}
         rows = tuple(_pack(_column(v, n, defaults.get(row, 0.0))) for row, v in zip(_BODY_ROWS, rows))
+    return _verify_packed(inp, rows, columns, rng)
+
+
+def _verify_packed(
+    inp: Input, rows: tuple[bytes, ...], columns: tuple[bytes, ...], rng: random.Random
+) -> Verdict:
+    """verify on packed columns of equal length (rows in _BODY_ROWS order, columns in _STATE_FIELDS')."""
     w = inp.world
     world = (
         (w.min_x, w.min_y, w.max_x, w.max_y, w.restitution, w.friction)
@@ -812,37 +829,52 @@ def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
     px, py, vx, vy, radius, mass = bodies[0], bodies[1], bodies[2], bodies[3], bodies[6], bodies[7]
     restitution, friction, thrust_x, thrust_y = bodies[8], bodies[9], bodies[10], bodies[11]
     n = px.shape[0]
-    props = np.zeros((8, n))
-    speed = np.zeros(n)
-    slack = np.zeros(n)
-    own_reach = np.zeros(n)
-    # verify runs this over every body too, so it is kept to the divisions and square roots it needs:
-    # a zero thrust divides to itself (same sign) and leaves the acceleration at gravity's, whose length
-    # is computed once; a centre inside the box is 0 deep. Each shortcut gives the same bits as the
-    # general expression (compute's outputs, and so VERSION, are unchanged).
-    gravity_length = math.sqrt(world[6] * world[6] + world[7] * world[7])
+    # verify runs this over every body, so the per-body loops are branch-free (selects, not ifs: LLVM
+    # vectorises them, which halves the cost) and every output is written once (np.empty: no zeroing
+    # pass). The general expressions give the same bits as the former shortcuts did: a zero thrust
+    # divides to a zero of its own sign, so the acceleration is gravity's and its length gravity's; a
+    # centre inside the box gives dx = dy = 0 and sqrt(0) = 0; without a world the box bounds are
+    # infinite, which also gives 0; a static body's terms (1 / 0 and the like) are computed and thrown
+    # away by the select. compute's outputs, and so VERSION, are unchanged.
+    props = np.empty((8, n))
+    speed = np.empty(n)
+    slack = np.empty(n)
+    own_reach = np.empty(n)
+    row_radius, row_inv_mass, row_inv_inertia, row_ax = props[0], props[1], props[2], props[3]
+    row_ay, row_accel, row_restitution, row_friction = props[4], props[5], props[6], props[7]
+    gx = world[6]
+    gy = world[7]
+    lo_x = world[0] if has_world else -np.inf
+    lo_y = world[1] if has_world else -np.inf
+    hi_x = world[2] if has_world else np.inf
+    hi_y = world[3] if has_world else np.inf
     for i in range(n):  # (explicit loops: numba compiles slice assignments slowly)
-        props[0, i] = radius[i]
-        props[6, i] = restitution[i]
-        props[7, i] = friction[i]
-        if mass[i] > 0.0:
-            props[1, i] = 1.0 / mass[i]
-            props[2, i] = 2.0 / (mass[i] * radius[i] * radius[i])
-            tx = thrust_x[i]
-            ty = thrust_y[i]
-            if tx == 0.0 and ty == 0.0:
-                props[3, i] = world[6] + tx
-                props[4, i] = world[7] + ty
-                props[5, i] = gravity_length
-            else:
-                props[3, i] = world[6] + thrust_x[i] / mass[i]
-                props[4, i] = world[7] + thrust_y[i] / mass[i]
-                props[5, i] = math.sqrt(props[3, i] * props[3, i] + props[4, i] * props[4, i])
-            speed[i] = math.sqrt(vx[i] * vx[i] + vy[i] * vy[i]) + props[5, i] * dt
-            slack[i] = REACH_MARGIN_FRACTION * radius[i]
-            if has_world:
-                slack[i] += _outside_depth(px[i], py[i], radius[i], world)
-            own_reach[i] = dt * speed[i] + slack[i]
+        row_radius[i] = radius[i]
+        row_restitution[i] = restitution[i]
+        row_friction[i] = friction[i]
+    for i in range(n):
+        m = mass[i]
+        r = radius[i]
+        dynamic = m > 0.0
+        ax = gx + thrust_x[i] / m
+        ay = gy + thrust_y[i] / m
+        row_inv_mass[i] = 1.0 / m if dynamic else 0.0
+        row_inv_inertia[i] = 2.0 / (m * r * r) if dynamic else 0.0
+        row_ax[i] = ax if dynamic else 0.0
+        row_ay[i] = ay if dynamic else 0.0
+        row_accel[i] = math.sqrt(ax * ax + ay * ay) if dynamic else 0.0
+    for i in range(n):  # (a loop of its own: fewer arrays per loop keeps LLVM's aliasing checks cheap)
+        r = radius[i]
+        x = px[i]
+        y = py[i]
+        dynamic = mass[i] > 0.0
+        body_speed = math.sqrt(vx[i] * vx[i] + vy[i] * vy[i]) + row_accel[i] * dt
+        dx = max(0.0, lo_x + r - x, x - (hi_x - r))  # as _outside_depth
+        dy = max(0.0, lo_y + r - y, y - (hi_y - r))
+        body_slack = REACH_MARGIN_FRACTION * r + math.sqrt(dx * dx + dy * dy)
+        speed[i] = body_speed if dynamic else 0.0
+        slack[i] = body_slack if dynamic else 0.0
+        own_reach[i] = dt * body_speed + body_slack if dynamic else 0.0
     total_extent = 0.0
     for i in range(n):
         total_extent += radius[i] + own_reach[i]
@@ -1543,6 +1575,35 @@ def _f64(packed):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def _scales(radius, px, py, angle):  # pragma: no cover - compiled
+    """(length, turn): np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py)) and 1 + np.max(np.abs(angle)).
+
+    One pass instead of four (and no temporary arrays). A maximum is exact, so only NaN needs care:
+    np.max returns NaN when there is one, and so does this (a NaN is never "greater", so it is flagged
+    on the side).
+    """
+    max_radius = radius[0]
+    max_x = abs(px[0])
+    max_y = abs(py[0])
+    max_angle = abs(angle[0])
+    nan_length = False
+    nan_angle = False
+    for i in range(radius.shape[0]):
+        r = radius[i]
+        x = abs(px[i])
+        y = abs(py[i])
+        a = abs(angle[i])
+        max_radius = r if r > max_radius else max_radius
+        max_x = x if x > max_x else max_x
+        max_y = y if y > max_y else max_y
+        max_angle = a if a > max_angle else max_angle
+        nan_length |= (r != r) | (x != x) | (y != y)
+        nan_angle |= a != a
+    length = np.nan if nan_length else max_radius + max_x + max_y
+    return length, (np.nan if nan_angle else 1.0 + max_angle)
+
+
+@njit(cache=True, error_model="numpy")
 def _verify_kernel(
     rows, columns, world_values, has_world, dt, substeps, iterations, seed
 ):  # pragma: no cover
@@ -1564,7 +1625,8 @@ def _verify_kernel(
     for k in range(8):
         world[k] = world_values[k]
     props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt)
-    if _suspicious(bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt):
+    length, turn = _scales(bodies[6], bodies[0], bodies[1], bodies[4])
+    if _suspicious(bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length):
         # Something may be wrong (or the energy needs the push-out allowance): the full checks decide,
         # with their broad phase, and name the problem exactly as they always have.
         code, body, other, value = _global_checks(
@@ -1573,9 +1635,6 @@ def _verify_kernel(
         if code != _ACCEPT:
             return code, body, other, value
 
-    px, py, angle, radius = bodies[0], bodies[1], bodies[4], bodies[6]
-    length = np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
-    turn = 1.0 + np.max(np.abs(angle))
     scales = np.array([length, length, length / dt, length / dt, turn, turn / dt])
     role, kinematic, leash, pair_a, pair_b, wall_body, wall_side, tolerance, audit = _choose_windows(
         bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed
@@ -1638,7 +1697,7 @@ def _whole_island(
 
 @njit(cache=True, error_model="numpy")
 def _suspicious(
-    bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt
+    bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length
 ):  # pragma: no cover
     """One cheap pass over every body, then the overlap screen: False guarantees that _global_checks
     finds nothing wrong, so it (and its broad phase) can be skipped; True means run it.
@@ -1647,7 +1706,7 @@ def _suspicious(
     and momentum; the energy bound leaves out the push-out allowance (which needs the broad phase to
     find input overlaps), so it is at most _global_checks' bound: an honest pile pushing out of overlaps
     may come back True and pay for the broad phase, a wrong output never gets through here that the full
-    energy check would have rejected.
+    energy check would have rejected. ``length`` is _global_checks' length scale (see _scales).
     """
     px, py, vx, vy, angle, angvel = bodies[0], bodies[1], bodies[2], bodies[3], bodies[4], bodies[5]
     radius, mass = bodies[6], bodies[7]
@@ -1663,16 +1722,33 @@ def _suspicious(
         finite &= (abs(out_vy[i]) < np.inf) & (abs(out_angle[i]) < np.inf) & (abs(out_angvel[i]) < np.inf)
     if not finite:
         return True
-    max_radius = radius[0]
-    max_x = abs(px[0])
-    max_y = abs(py[0])
-    for i in range(1, n):
-        max_radius = max(max_radius, radius[i])
-        max_x = max(max_x, abs(px[i]))
-        max_y = max(max_y, abs(py[i]))
-    length = max_radius + max_x + max_y  # as np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
+    # The per-body checks first, in a loop without sums or early exits, so that it vectorises (square
+    # roots and all): it only ORs flags, which is the same answer as returning at the first one.
     inflated = dt * REACH_INFLATION * speed_cap
+    travel_slack = EXACT_ATOL_FRACTION * length
+    box_slack = EXACT_RTOL * length
+    lo_x = world[0] if has_world else -np.inf  # no world: infinite bounds, never outside (depth 0)
+    lo_y = world[1] if has_world else -np.inf
+    hi_x = world[2] if has_world else np.inf
+    hi_y = world[3] if has_world else np.inf
+    flagged = False
     any_static = False
+    for i in range(n):
+        static = inv_mass[i] == 0.0
+        changed = (out_x[i] != px[i]) | (out_y[i] != py[i]) | (out_vx[i] != vx[i]) | (out_vy[i] != vy[i])
+        changed |= (out_angle[i] != angle[i]) | (out_angvel[i] != angvel[i])
+        reach_bound = max(own_reach[i], inflated + slack[i])
+        travel = math.sqrt((out_x[i] - px[i]) ** 2 + (out_y[i] - py[i]) ** 2)
+        r = radius[i]
+        dx = max(0.0, lo_x + r - out_x[i], out_x[i] - (hi_x - r))  # as _outside_depth
+        dy = max(0.0, lo_y + r - out_y[i], out_y[i] - (hi_y - r))
+        outside = math.sqrt(dx * dx + dy * dy) > box_slack
+        far = (travel > reach_bound * (1.0 + EXACT_RTOL) + travel_slack) | outside
+        flagged |= (changed & static) | (far & (not static))
+        any_static |= static
+    if flagged:
+        return True
+    # The sums, in the former order (adding 0.0 for a static body leaves a sum's bits as they are).
     k_in = 0.0
     k_out = 0.0
     drive = 0.0
@@ -1683,22 +1759,13 @@ def _suspicious(
     got_y = 0.0
     scale_y = 0.0
     for i in range(n):
-        if inv_mass[i] == 0.0:
-            any_static = True
-            if (out_x[i] != px[i] or out_y[i] != py[i] or out_vx[i] != vx[i] or out_vy[i] != vy[i]
-                    or out_angle[i] != angle[i] or out_angvel[i] != angvel[i]):  # fmt: skip
-                return True
-        else:
-            reach_bound = max(own_reach[i], inflated + slack[i])
-            travel = math.sqrt((out_x[i] - px[i]) ** 2 + (out_y[i] - py[i]) ** 2)
-            if travel > reach_bound * (1.0 + EXACT_RTOL) + EXACT_ATOL_FRACTION * length:
-                return True
-            if has_world and _outside_depth(out_x[i], out_y[i], radius[i], world) > EXACT_RTOL * length:
-                return True
-            inertia = 0.5 * mass[i] * radius[i] * radius[i]
-            k_in += 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia * angvel[i] ** 2
-            k_out += 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia * out_angvel[i] ** 2
-            drive += mass[i] * accel[i] ** 2
+        dynamic = inv_mass[i] != 0.0
+        inertia = 0.5 * mass[i] * radius[i] * radius[i]
+        energy_in = 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia * angvel[i] ** 2
+        energy_out = 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia * out_angvel[i] ** 2
+        k_in += energy_in if dynamic else 0.0
+        k_out += energy_out if dynamic else 0.0
+        drive += mass[i] * accel[i] ** 2 if dynamic else 0.0
         expected_x += mass[i] * (vx[i] + dt * props[3, i])
         got_x += mass[i] * out_vx[i]
         scale_x += mass[i] * (abs(vx[i]) + abs(out_vx[i]) + dt * accel[i] + PUSH_OUT_RATE * radius[i])
@@ -1927,6 +1994,14 @@ def _choose_windows(
     spent = 0.0
     screened = False
     state = np.uint64(seed)
+    inside = np.empty(n, dtype=np.bool_)  # one buffer for every draw
+    g_px = np.empty(n)
+    g_py = np.empty(n)
+    g_radius = np.empty(n)
+    g_inv_mass = np.empty(n)
+    g_speed = np.empty(n)
+    g_slack = np.empty(n)
+    g_own_reach = np.empty(n)
     for _draw in range(MAX_SEED_DRAWS if dynamic_bodies.shape[0] > 0 else 0):
         if spent >= budget:
             break
@@ -1936,14 +2011,24 @@ def _choose_windows(
             continue
         cx = px[seed_body]
         cy = py[seed_body]
-        inside = np.zeros(n, dtype=np.bool_)
-        for i in range(n):
-            inside[i] = upper[i] > big_limit or (px[i] - cx) ** 2 + (py[i] - cy) ** 2 <= window * window
+        for i in range(n):  # branch-free (| not or), so that it vectorises; every entry is written
+            inside[i] = (upper[i] > big_limit) | ((px[i] - cx) ** 2 + (py[i] - cy) ** 2 <= window * window)
         index = np.flatnonzero(inside)
         m = index.shape[0]
-        w_inv_mass = inv_mass[index]
+        # The window's columns, gathered by one explicit loop into buffers reused by every draw: seven
+        # fancy-indexed copies (px[index] ...) cost a general indexing routine and an allocation each.
+        for k in range(m):
+            i = index[k]
+            g_px[k] = px[i]
+            g_py[k] = py[i]
+            g_radius[k] = radius[i]
+            g_inv_mass[k] = inv_mass[i]
+            g_speed[k] = speed[i]
+            g_slack[k] = slack[i]
+            g_own_reach[k] = own_reach[i]
+        w_inv_mass = g_inv_mass[:m]
         w_reach, w_leash, w_a, w_b, w_wall_body, w_wall_side, island = _plan_step(
-            px[index], py[index], radius[index], w_inv_mass, speed[index], slack[index], own_reach[index],
+            g_px[:m], g_py[:m], g_radius[:m], w_inv_mass, g_speed[:m], g_slack[:m], g_own_reach[:m],
             speed_cap, world, has_world, dt,
         )  # fmt: skip
         spent += m
