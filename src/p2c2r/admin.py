@@ -258,7 +258,7 @@ def _unban(conn: sqlite3.Connection, o: dict[str, Any]) -> list[str]:
     peer_id = _peer_id(o["peer_id"])
     if conn.execute("UPDATE peers SET banned = 0, ban_reason = NULL WHERE id = ? AND banned = 1", (peer_id,)).rowcount == 0:
         raise AdminError(f"{peer_id} is not banned")
-    return [f"✅ {peer_id} may join again (a coordinator that banned it since it started keeps it out until restarted)"]
+    return [f"✅ {peer_id} may join again (a running coordinator lets it in on its next connection)"]
 
 
 def _token(conn: sqlite3.Connection, o: dict[str, Any]) -> list[str]:

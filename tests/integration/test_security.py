@@ -299,6 +299,33 @@ async def test_balance_refuses_before_ack_and_concurrent_submits_cannot_overdraw
         assert result.returncode == 1 and result.stderr.startswith("❌"), (bad_args, result)
 
 
+async def test_a_peer_the_running_coordinator_banned_may_rejoin_once_the_operator_unbans_it(procs):
+    cloud = procs.cloud()
+    key = Identity.generate()
+    peer_id = key.client_id("peer")
+    rng = random.Random(11)
+    async with GamerClient(cloud.url, name="gamer_of_a_cheat") as gamer:
+        async with websockets.connect(cloud.url) as ws:
+            await sign_in(ws, role="peer", identity=key, name="liar", kinds=["ai_npc_dialogue"])
+            # A short deadline: once the liar is gone, the coordinator computes the rest itself at once.
+            jobs = [gamer.submit_nowait("ai_npc_dialogue", get_kind("ai_npc_dialogue").example(rng, "small"),
+                                        deadline_ms=2000) for _ in range(6)]
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:  # every answer made up, until the coordinator has seen enough
+                    msg = p.decode_from_server(await asyncio.wait_for(ws.recv(), scaled(30)))
+                    if isinstance(msg, p.Assign):
+                        await ws.send(p.encode(p.PeerResult(msg.attempt_id, {"line": "made up"}, 1.0)))
+            assert ws.close_code == p.CLOSE_BANNED
+        results = await asyncio.wait_for(asyncio.gather(*jobs), scaled(60))  # the coordinator computed them
+        assert all(r.source == "cloud" for r in results)
+    error = await refused(cloud.url, lambda ws: signed_hello(ws, role="peer", identity=key, kinds=[]),
+                          expect_close=p.CLOSE_BANNED)
+    assert "banned" in error.message
+    assert admin(cloud.db_path, "unban", peer_id).returncode == 0
+    async with websockets.connect(cloud.url) as ws:  # no restart needed
+        await sign_in(ws, role="peer", identity=key, name="liar", kinds=[])
+
+
 async def test_the_operator_bans_and_unbans_a_peer(closed_cloud):
     cloud = closed_cloud
     key = Identity.generate()

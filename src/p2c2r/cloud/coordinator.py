@@ -179,6 +179,7 @@ class Coordinator:
         self.policy = policy or ValidationPolicy()
         self.trust: dict[tuple[str, str], TrustRecord] = {}
         self.banned: set[str] = set()
+        self._ban_writes: dict[str, asyncio.Future[Any]] = {}
         self.peer_names: dict[str, str] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED_LENGTH)
         self.started_at = time.time()
@@ -567,7 +568,7 @@ class Coordinator:
         log.warning("banning peer %s (%s): %s", peer_id, name, reason)
         self.console.line(f"🚫 Cheater caught and banned: {name} ({reason})")
         self._event("cheater_banned", peer=peer_id, name=name, reason=reason)
-        self.store.ban_peer(peer_id, reason)
+        self._ban_writes[peer_id] = self.store.ban_peer(peer_id, reason)
         self._spawn(self._forfeit(peer_id, reason))
         link = self.peers.get(peer_id)
         if link is not None:
@@ -583,10 +584,18 @@ class Coordinator:
                                                      amount_micro_usd=balance, reason=reason[:200]))
 
     def is_banned(self, peer_id: str) -> bool:
-        if peer_id in self.banned:
-            return True
+        """The database decides (``p2c2r admin ban|unban`` writes it while we run); a ban of ours counts
+        from the moment we decide it, before its row has committed."""
         record = self.store.peer_record(peer_id)
-        return record is not None and bool(record[1])
+        in_database = record is not None and bool(record[1])
+        if peer_id in self.banned and not in_database:
+            write = self._ban_writes.get(peer_id)
+            if write is None or not write.done() or write.cancelled() or write.exception() is not None:
+                return True  # our ban is still on its way to the database (or could not be written)
+            self.banned.discard(peer_id)  # the operator lifted it since
+            self._ban_writes.pop(peer_id, None)
+            log.info("peer %s was unbanned by the operator", peer_id)
+        return in_database or peer_id in self.banned
 
     def trust_view(self, peer_id: str) -> dict[str, float]:
         return {kind: round(self.policy.trust_score(rec), 3) for (p_id, kind), rec in sorted(self.trust.items())
