@@ -26,14 +26,18 @@ def heavy_reflections() -> bytes:
     return msgspec.msgpack.encode(raw)
 
 
-@pytest.fixture
-async def pool():
-    pool = WorkerPool(1, memory_limit_bytes=None)
+async def running(pool: WorkerPool):
     await pool.start()
     try:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def pool():
+    async for started in running(WorkerPool(1, memory_limit_bytes=None)):
+        yield started
 
 
 async def test_a_job_past_its_timeout_kills_only_its_worker(pool):
@@ -96,12 +100,8 @@ def test_large_answers_cross_the_pipe_under_uvloop():
 
 @pytest.fixture
 async def piped():
-    pool = WorkerPool(1, memory_limit_bytes=None, pipeline=4)
-    await pool.start()
-    try:
-        yield pool
-    finally:
-        await pool.close()
+    async for started in running(WorkerPool(1, memory_limit_bytes=None, pipeline=4)):
+        yield started
 
 
 async def test_pipelined_jobs_wait_in_the_pipe_and_all_complete_in_order(piped):
