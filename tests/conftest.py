@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.procs import CloudProcess, PeerProcess, ProcessSet
 
@@ -18,6 +19,12 @@ if "P2C2R_KEY_DIR" not in os.environ:
     os.environ["P2C2R_KEY_DIR"] = tempfile.mkdtemp(prefix="p2c2r-test-keys-")
     atexit.register(shutil.rmtree, os.environ["P2C2R_KEY_DIR"], True)
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+# Property tests draw the same examples on every run, so that CI's verdict depends on the code alone. To
+# hunt for new counterexamples, run with HYPOTHESIS_PROFILE=explore (fresh random examples, more of them).
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture

@@ -385,12 +385,15 @@ def detour_output(inp: pf.Input, out: pf.Output, agent: int, attempts: int = 20)
     seed=st.integers(0, 2**32),
 )
 def test_rejects_longer_path_on_short_routes(raw: dict[str, Any], seed: int) -> None:
-    """On one agent with a route of at most 16 steps the spot check covers the whole path: always caught."""
+    """On one agent whose (longer) path has at most 16 steps the spot check covers the whole path: always
+    caught. (A longer detour is searched in part, or whole 1 time in 4: see the fair-odds test below.)"""
     inp, out = solve(raw)
-    if not out.paths[0].found or len(out.paths[0].path) - 1 > 16:
+    if not out.paths[0].found:
         return
     lazy = detour_output(inp, out, 0)
-    event("detour exists" if lazy is not None else "no longer route")
+    if lazy is not None and len(lazy.paths[0].path) - 1 > 16:
+        lazy = None
+    event("short detour exists" if lazy is not None else "no short detour")
     if lazy is not None:
         verdict = pf.verify(inp, lazy, random.Random(seed))
         assert not verdict and "not a shortest path" in verdict.reason
