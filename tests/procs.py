@@ -123,6 +123,15 @@ class CloudProcess(Proc):
     def wait_for_stat(self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout_s: float = 30) -> dict:
         return wait_until(lambda: (s := self.stats()) and predicate(s) and s, timeout_s, what)
 
+    def wait_settled(self, timeout_s: float = 30) -> dict:
+        """The stats once every task submitted has been recorded as completed or failed and no replica is
+        still running. A gamer holds its result a moment before the completion commits (and is counted,
+        billed and cached)."""
+        return self.wait_for_stat(
+            lambda s: s["tasks"]["completed"] + s["tasks"]["failed"] == s["tasks"]["submitted"]
+            and s["tasks"]["in_flight"] == 0,
+            "every task to be recorded", timeout_s)
+
 
 class PeerProcess(Proc):
     def __init__(self, log_path: Path, cloud: CloudProcess, name: str, slots: int = 1,

@@ -46,6 +46,20 @@ def test_in_flight_limit_counts_tracked_tasks():
     assert adm.admit("g", 1) is None
 
 
+def test_an_answered_task_leaves_the_in_flight_count_but_keeps_its_price_held_until_released():
+    adm = Admission(AdmissionLimits(max_in_flight=1, submit_rate_per_s=None))
+    adm.load("g", 20)
+    assert adm.admit("g", 15) is None
+    adm.reserve("g", 15)
+    adm.answered("g")  # the result is out, its billing commit still running
+    refusal = adm.admit("g", 15)  # room in flight, but 5 of the 20 are free until the first is charged
+    assert refusal is not None and refusal.code == p.E_INSUFFICIENT_FUNDS
+    assert adm.admit("g", 5) is None
+    adm.release("g", 15, answered=True)
+    adm.charged("g", 15)
+    assert adm.wallets["g"].in_flight == 0 and adm.wallets["g"].reserved == 0 and adm.balance("g") == 5
+
+
 def test_reservations_stop_concurrent_submits_from_overdrawing():
     adm = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=None))
     adm.load("g", 100)

@@ -49,7 +49,7 @@ async def test_cheaters_are_caught_banned_and_unpaid(procs):
             corrupt += 1
     assert corrupt == 0
 
-    stats = cloud.stats()
+    stats = cloud.wait_settled()
     banned = {b["name"] for b in stats["banned_peers"]}
     assert banned == {f"cheat_{m}" for m in MODES}, stats["banned_peers"]
     assert stats["ledger"]["balanced"]

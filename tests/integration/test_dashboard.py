@@ -65,7 +65,7 @@ async def test_api_stats_and_metrics_agree_with_a_known_run(procs):
     results, gamer_id = await run_tasks(cloud, "obs_gamer_quinn", plan, seed=404)
     cost = sum(r.cost_micro_usd for r in results)
 
-    stats = await asyncio.to_thread(cloud.wait_for_stat, lambda s: s["tasks"]["in_flight"] == 0, "replicas to settle")
+    stats = await asyncio.to_thread(cloud.wait_settled)
     tasks = stats["tasks"]
     assert (tasks["submitted"], tasks["completed"], tasks["failed"], tasks["queued"]) == (6, 6, 0, 0)
     assert tasks["by_kind"] == plan

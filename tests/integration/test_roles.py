@@ -55,7 +55,7 @@ async def test_identical_task_is_answered_from_cache_without_peer_work(shared_ne
     async with GamerClient(cloud.url, name="gamer_first") as first:
         r1 = await asyncio.wait_for(first.submit("ai_pathfinding", task_input, deadline_ms=LONG_DEADLINE_MS), scaled(30))
     assert r1.source == "peer"
-    done_before = sum(peer["tasks_done"] for peer in cloud.stats()["peers"])
+    done_before = sum(peer["tasks_done"] for peer in cloud.wait_settled()["peers"])
     async with GamerClient(cloud.url, name="gamer_second") as second:
         r2 = await asyncio.wait_for(second.submit("ai_pathfinding", task_input, deadline_ms=LONG_DEADLINE_MS), scaled(30))
     assert r2.source == "cache"
@@ -221,6 +221,7 @@ async def test_ledger_sums_to_zero_and_matches_prices(procs):
         results = await asyncio.wait_for(asyncio.gather(*[
             client.submit("ai_pathfinding", get_kind("ai_pathfinding").example(rng, "small"), deadline_ms=LONG_DEADLINE_MS)
             for _ in range(10)]), scaled(60))
+    cloud.wait_settled()
     rows = ledger_rows(cloud.db_path)
     assert sum(amount for _, _, amount in rows) == 0
     # The gamer's one-time free allowance (open mode) is a credit from funding, not a task charge.

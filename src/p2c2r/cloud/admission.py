@@ -152,9 +152,17 @@ class Admission:
         wallet.in_flight += 1
         wallet.reserved += price_micro_usd
 
-    def release(self, gamer_id: str, price_micro_usd: int) -> None:
+    def answered(self, gamer_id: str) -> None:
+        """A task's result reached the gamer: it no longer counts as in flight, while its price stays held
+        until it is charged or released (the commit that bills it may still be running)."""
         wallet = self._wallet(gamer_id)
         wallet.in_flight = max(0, wallet.in_flight - 1)
+
+    def release(self, gamer_id: str, price_micro_usd: int, *, answered: bool = False) -> None:
+        """A task is over: its price is no longer held, nor (unless ``answered`` said so) its place in flight."""
+        wallet = self._wallet(gamer_id)
+        if not answered:
+            wallet.in_flight = max(0, wallet.in_flight - 1)
         wallet.reserved = max(0, wallet.reserved - price_micro_usd)
 
     def charged(self, gamer_id: str, cost_micro_usd: int) -> None:

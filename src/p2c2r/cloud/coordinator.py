@@ -8,7 +8,7 @@ A task's path through this module:
 
     submit()   validate input -> cache lookup -> durable insert -> Ack -> scheduler.submit
     _apply()   Dispatch -> Assign to a peer | RunFallback -> _run_fallback | FailTask -> _fail
-    peer_result()   check_output -> accepted: _complete (store + bill in one commit) -> Result, Earned
+    peer_result()   check_output -> accepted: _complete: Result, store + bill in one commit -> Earned
                                  -> rejected: scheduler.attempt_failed -> re-route
 """
 
@@ -75,6 +75,11 @@ class ActiveTask:
     deadline_ms: int
     submitted_mono: float
     state: TaskState = TaskState.QUEUED
+    # The task's row has committed (the gamer holds an Ack, or it was resumed from the database): from
+    # then on its result may be sent before the completion commits (see Coordinator._complete).
+    durable: bool = False
+    result: p.Result | None = None  # verified and billed (or being billed), once there is one
+    result_sent_to: Session | None = None  # the gamer's session that has it
     finishing: bool = False
     peers_tried: list[str] = field(default_factory=list)
     # Quorum: replicas that passed verify and wait to be compared.
@@ -173,6 +178,9 @@ class Coordinator:
         self.fallback_pool = WorkerPool(fallback_workers)
         self.tasks: dict[str, ActiveTask] = {}
         self._by_client: dict[tuple[str, str], str] = {}
+        # Outputs delivered whose completion (which also fills the cache) is still committing, by cache key:
+        # an identical task submitted by a gamer that has just seen the result is a cache hit all the same.
+        self._recording: dict[str, bytes] = {}
         self.peers: dict[str, PeerLink] = {}
         self.gamers: dict[str, Session] = {}
         self.counters = Counters()
@@ -231,7 +239,7 @@ class Coordinator:
             inp = kind.parse_input(msgspec.msgpack.decode(row.input))
             task = ActiveTask(
                 row.id, row.gamer_id, row.client_task_id, kind, inp, row.input, row.cache_key,
-                row.price_micro_usd, row.deadline_ms, self._clock(),
+                row.price_micro_usd, row.deadline_ms, self._clock(), durable=True,
             )
             self._track(task)
             # The coordinator was away: give the task a fresh deadline window rather than falling back at once.
@@ -249,7 +257,7 @@ class Coordinator:
 
     def _untrack(self, task: ActiveTask) -> None:
         if self.tasks.pop(task.task_id, None) is not None:
-            self.admission.release(task.gamer_id, task.price_micro_usd)
+            self.admission.release(task.gamer_id, task.price_micro_usd, answered=task.result_sent_to is not None)
         self._by_client.pop((task.gamer_id, task.client_task_id), None)
 
     # Sessions ---------------------------------------------------------------------------------------
@@ -309,7 +317,7 @@ class Coordinator:
         coroutine task per submit would cost more than the scheduling it waits on."""
         key = (gamer.client_id, msg.task_id)
         if key in self._by_client:  # a resubmission of a task still in progress: acknowledge again
-            gamer.send(p.Ack(msg.task_id, state=self.tasks[self._by_client[key]].state.value))
+            self._answer_in_progress(gamer, self.tasks[self._by_client[key]])
             return
         try:
             kind = get_kind(msg.kind)
@@ -341,7 +349,7 @@ class Coordinator:
         self.console.task_line(f"📥 Task received: {kind.name} from {gamer.name}")
         row = TaskRow(task.task_id, gamer.client_id, msg.task_id, kind.name, canonical, task.cache_key,
                       task.price_micro_usd, deadline_ms, time.time(), TaskState.QUEUED.value)
-        cached = self.store.cached_output(task.cache_key, time.time())
+        cached = self._recording.get(task.cache_key) or self.store.cached_output(task.cache_key, time.time())
         insert = self.store.add_task(row)
         if cached is None:
             # A peer may start before the row is durable: nothing is promised to the gamer until the Ack
@@ -368,7 +376,10 @@ class Coordinator:
             self.counters.submitted += 1
             gamer.send(p.Error(p.E_INTERNAL, f"the task could not be stored, nothing was charged: {exc}", task_id=msg.task_id))
             return
+        task.durable = True
         gamer.send(p.Ack(msg.task_id))
+        if task.result is not None:  # it finished before its row committed: it was waiting for the Ack
+            self._deliver(task)
         if cached is not None:
             self.counters.cache_hits += 1
             self.console.task_line("   ⚡ Answered from cache (no peer work)")
@@ -377,13 +388,19 @@ class Coordinator:
     def fetch(self, gamer: Session, msg: p.Fetch) -> None:
         task_id = self._by_client.get((gamer.client_id, msg.task_id))
         if task_id is not None:
-            gamer.send(p.Ack(msg.task_id, state=self.tasks[task_id].state.value))
+            self._answer_in_progress(gamer, self.tasks[task_id])
             return
         row = self.store.task_by_client_id(gamer.client_id, msg.task_id)
         if row is None:
             gamer.send(p.Error(p.E_UNKNOWN_TASK, f"no task {msg.task_id!r} was submitted by you", task_id=msg.task_id))
             return
         self._answer_from_row(gamer, row)
+
+    def _answer_in_progress(self, gamer: Session, task: ActiveTask) -> None:
+        if task.durable and task.result is not None:  # done, its completion still committing
+            self._deliver(task, gamer)
+        else:
+            gamer.send(p.Ack(task.client_task_id, state=task.state.value))
 
     def _answer_from_row(self, gamer: Session, row: TaskRow) -> None:
         if row.state == TaskState.FAILED.value:
@@ -739,6 +756,16 @@ class Coordinator:
             posting = ledger.bill_coordinator_task(self.tariff, task_id=task.task_id, gamer_id=task.gamer_id,
                                                    source=source, price_micro_usd=task.price_micro_usd)
         cost = -posting.entries[0].amount_micro_usd
+        task.result = p.Result(task.client_task_id, task.kind.name, msgspec.Raw(output), source, latency_ms, cost)
+        # The result goes out while its completion commits, not after: the commit was a quarter of a task's
+        # round trip. It is verified, and billing stays exactly once, as the commit is the only place a
+        # task is billed: if the coordinator dies before it, the task is still unfinished in the database,
+        # is computed again at the next start and billed then (the gamer, reconnecting, fetches it; the
+        # client library ignores a second result of a task it already has). A task whose row has not
+        # committed yet is delivered by _stored, right after its Ack: a Result never comes before the Ack.
+        if task.durable:
+            self._deliver(task)
+        self._recording[task.cache_key] = output
         try:
             await self.store.complete_task(
                 task_id=task.task_id, source=source, latency_ms=latency_ms, cost_micro_usd=cost,
@@ -746,10 +773,20 @@ class Coordinator:
                 cache_ttl_s=self.cache_ttl_s, posting=posting, peer_id=payees[0].peer_id if payees else None,
             )
         except StoreError as exc:
+            self._forget_recording(task.cache_key, output)
+            if task.result_sent_to is not None:
+                # Nothing to take back from the gamer, and nothing was charged: the row stays unfinished,
+                # so the next start computes the task again and bills it then, as after a crash.
+                log.error("task %s was delivered but its result could not be recorded (%s); it will be "
+                          "computed again at the next start", task.task_id, exc)
+                self._untrack(task)
+                return
             log.error("could not record the result of task %s: %s", task.task_id, exc)
+            task.result = None
             task.finishing = False
             await self._fail(task, p.E_INTERNAL, "the result could not be stored; nothing was charged")
             return
+        self._forget_recording(task.cache_key, output)
         task.state = transition(task.task_id, task.state, TaskState.COMPLETED)
         self._untrack(task)
         self.admission.charged(task.gamer_id, cost)
@@ -758,9 +795,9 @@ class Coordinator:
         self.counters.by_source[source] += 1
         if source == "cache":
             self.store.touch_cache_hit(task.cache_key)
-        gamer = self.gamers.get(task.gamer_id)
-        if gamer is not None:
-            gamer.send(p.Result(task.client_task_id, task.kind.name, msgspec.Raw(output), source, latency_ms, cost))
+        # The gamer was away, or it was not durable yet, or the gamer reconnected since (the result may
+        # have been lost with the old connection).
+        self._deliver(task)
         for payee in payees or ():
             earned = ledger.earnings_of(posting, payee.peer_id)
             link = self.peers.get(payee.peer_id)
@@ -772,9 +809,25 @@ class Coordinator:
             else:
                 link.earned_micro_usd += earned
             self._tell_earnings(link, payee.attempt_id, earned)
+        gamer = task.result_sent_to
         self.console.task_line(f"📤 Result ready: {task.kind.name} ({latency_ms:.0f}ms, {source})"
                                + (f" → Sent to {gamer.name}" if gamer else " (gamer away: kept for fetch)"))
         self._event("completed", kind=task.kind.name, source=source, latency_ms=round(latency_ms, 2))
+
+    def _forget_recording(self, cache_key: str, output: bytes) -> None:
+        if self._recording.get(cache_key) is output:  # not a later task's with the same key
+            del self._recording[cache_key]
+
+    def _deliver(self, task: ActiveTask, gamer: Session | None = None) -> None:
+        """Send the task's result to ``gamer`` (by default its gamer's current session), unless that session
+        has it already."""
+        gamer = gamer or self.gamers.get(task.gamer_id)
+        if gamer is None or task.result is None or task.result_sent_to is gamer:
+            return
+        gamer.send(task.result)
+        if task.result_sent_to is None:  # answered: the gamer's in-flight count goes down now, not at the commit
+            self.admission.answered(task.gamer_id)
+        task.result_sent_to = gamer
 
     async def _fail(self, task: ActiveTask, code: str, message: str) -> None:
         if task.finishing:
