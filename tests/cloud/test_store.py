@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -83,6 +84,51 @@ async def test_writes_after_the_writer_stopped_are_refused(tmp_path):
         store.add_task(row(1))
     with pytest.raises(StoreError):
         store.record_attempt("a1", "t1", "peer_1", time.time())
+
+
+async def test_a_loop_turns_bundles_commit_together_on_the_loop_while_the_thread_is_idle(store):
+    before = store.commits
+    writes = [store.add_task(row(n)) for n in range(5)]
+    assert not any(w.done() for w in writes)  # at the end of this loop turn, not inside the call
+    await asyncio.gather(*writes)
+    assert store.commits == before + 1 and store._writer._queued == 0  # one commit, no thread hand-off
+    assert read(store, "SELECT COUNT(*) FROM tasks") == [(5,)]
+
+
+async def test_writes_keep_their_order_across_the_loop_and_the_thread(store):
+    gate = threading.Event()
+    seen: list[int] = []
+    first = store.add_task(row(0))  # on the loop, at the end of this turn
+    counted = store.write(lambda conn: seen.append(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]))
+    await asyncio.gather(first, counted)
+    assert seen == [1]  # the job ran after the bundle queued before it had committed
+    held = store.write(lambda conn: gate.wait(10))  # the thread is busy from here on
+    behind = store.add_task(row(1))  # so this waits behind the job, on the thread
+    await asyncio.sleep(0.05)
+    assert not behind.done()
+    gate.set()
+    await asyncio.gather(held, behind)
+    assert read(store, "SELECT id FROM tasks ORDER BY id") == [("t0",), ("t1",)]
+
+
+async def test_with_an_fsync_per_commit_every_write_goes_to_the_thread(tmp_path):
+    store = Store(tmp_path / "full.db", synchronous="FULL")
+    store.open()
+    try:
+        await asyncio.gather(*(store.add_task(row(n)) for n in range(3)))
+        assert store._writer._queued == 3 and store._writer._done == 3  # the loop never waited on the disk
+    finally:
+        store.close()
+    assert read(store, "SELECT COUNT(*) FROM tasks") == [(3,)]
+
+
+async def test_writes_still_waiting_for_the_end_of_the_loop_turn_commit_on_close(tmp_path):
+    store = Store(tmp_path / "closing.db")
+    store.open()
+    pending = store.add_task(row(0))
+    store.close()
+    await pending
+    assert read(store, "SELECT id FROM tasks") == [("t0",)]
 
 
 async def test_completions_of_a_batch_commit_together_and_a_finished_task_fails_alone(store):
