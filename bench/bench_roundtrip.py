@@ -26,18 +26,11 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from bench.harness import percentile, print_table, write_json
+from bench.kernels.bench_pathfinding import tiny_input as trivial_input
 from p2c2r.gamer.client import GamerClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.procs import ProcessSet  # noqa: E402
-
-
-def trivial_input(rng: random.Random) -> dict:
-    size = 8
-    grid = bytearray(rng.random() < 0.15 for _ in range(size * size))
-    grid[0] = grid[-1] = 0
-    return {"width": size, "height": size, "grid": bytes(grid),
-            "agents": [{"start": [0, 0], "goal": [size - 1, size - 1]}]}
 
 
 async def measure_p2c2r(url: str, serial: int, total: int, inflight: int) -> dict:

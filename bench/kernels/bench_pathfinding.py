@@ -9,6 +9,8 @@ Both solvers get the same maps and agents, with the same movement rules (8-conne
   costs it another ~80 ms per map, left out in its favour);
 * verify: ``verify(inp, out, rng)`` with a fresh rng per call, as a fraction of compute (its cost varies
   with the spot check drawn, so the mean matters as much as the median);
+* tiny tasks: compute and verify on the round-trip benchmark's 8x8, one-agent task, where verify's fixed
+  per-call cost, not its search, is what the coordinator's event loop pays for every result;
 * cold start: a fresh interpreter importing the kind and running its first compute (numba's on-disk cache).
 
 Run from the repository root: ``python -m bench.kernels.bench_pathfinding``.
@@ -36,6 +38,7 @@ MAPS = 8
 OURS_REPEAT = 20
 BASELINE_REPEAT = 2
 VERIFY_DRAWS = 60
+TINY_TASKS = 2000
 
 COLD_START = """
 import random, time
@@ -70,6 +73,37 @@ def baseline_solver(inp: pathfinding.Input) -> tuple[Any, list[float]]:
 def path_cost(path: list[tuple[int, int]]) -> float:
     diagonal = sum(1 for a, b in zip(path, path[1:]) if a[0] != b[0] and a[1] != b[1])
     return (len(path) - 1 - diagonal) + diagonal * math.sqrt(2.0)
+
+
+def tiny_input(rng: random.Random) -> dict[str, Any]:
+    """The tiny task of this bench and of bench/bench_roundtrip.py: an 8x8 map with 15% obstacles and one
+    agent from corner to corner."""
+    size = 8
+    grid = bytearray(rng.random() < 0.15 for _ in range(size * size))
+    grid[0] = grid[-1] = 0
+    return {
+        "width": size,
+        "height": size,
+        "grid": bytes(grid),
+        "agents": [{"start": [0, 0], "goal": [size - 1, size - 1]}],
+    }
+
+
+def time_tiny_tasks() -> tuple[list[float], list[float]]:
+    """Compute and verify times of ``TINY_TASKS`` different tiny tasks, one call each (rngs made beforehand,
+    since making one costs half a verify here)."""
+    task_rng = random.Random(1)
+    tasks = [pathfinding.parse_input(tiny_input(task_rng)) for _ in range(TINY_TASKS)]
+    compute: list[float] = []
+    verify: list[float] = []
+    for index, inp in enumerate(tasks):
+        out = pathfinding.compute(inp)
+        rng = random.Random(index)
+        compute += harness.time_calls(lambda inp=inp: pathfinding.compute(inp), repeat=1, warmup=0)
+        verify += harness.time_calls(
+            lambda inp=inp, out=out, rng=rng: pathfinding.verify(inp, out, rng), repeat=1, warmup=0
+        )
+    return compute, verify
 
 
 def cold_start_ms() -> float:
@@ -111,12 +145,15 @@ def main() -> None:
         ratios_per_map.append(statistics.median(map_baseline) / statistics.median(map_ours))
         fractions_per_map.append(statistics.mean(map_verify) / statistics.mean(map_ours))
 
+    tiny_compute, tiny_verify = time_tiny_tasks()
     cold_ms = cold_start_ms()
     summary = {
         "ours_compute": harness.summarise_ms(ours),
         "baseline_pathfinding_pypi": harness.summarise_ms(baseline),
         "ours_verify": harness.summarise_ms(verify),
         "ours_parse_input": harness.summarise_ms(parse),
+        "ours_compute_tiny_8x8": harness.summarise_ms(tiny_compute),
+        "ours_verify_tiny_8x8": harness.summarise_ms(tiny_verify),
     }
     ours_median = summary["ours_compute"]["median_ms"]
     speedup = summary["baseline_pathfinding_pypi"]["median_ms"] / ours_median
@@ -135,6 +172,8 @@ def main() -> None:
         "verify_fraction_median": verify_median_fraction,
         "verify_fraction_mean": verify_mean_fraction,
         "verify_fraction_mean_worst_map": max(fractions_per_map),
+        "tiny_compute_median_us": statistics.median(tiny_compute) * 1e6,
+        "tiny_verify_median_us": statistics.median(tiny_verify) * 1e6,
         "cold_start_ms": cold_ms,
     }
     harness.print_table(

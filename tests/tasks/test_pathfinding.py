@@ -449,6 +449,26 @@ def test_rejects_straight_moves_only_peer() -> None:
     assert not verdict and "not a shortest path" in verdict.reason
 
 
+def test_spot_check_searches_the_drawn_agents_own_cells() -> None:
+    """verify lays all paths end to end; the spot check must search the drawn agent's stretch, not cells of
+    its neighbours. A locally fine but longer path (6 steps, so searched whole) sits between two optimal
+    ones: it is rejected exactly when the rng draws its agent, naming all of its own cells."""
+    raw = grid_input(["........"] * 3, [((0, 0), (7, 0)), ((0, 1), (6, 1)), ((0, 2), (7, 2))])
+    inp, out = solve(raw)
+    bump = [(0, 1), (1, 1), (2, 0), (3, 0), (4, 0), (5, 1), (6, 1)]
+    lazy = replace_path(out, 1, path=bump, cost=path_length(bump))
+    drawn_lazy = 0
+    for seed in range(30):
+        verdict = pf.verify(inp, lazy, random.Random(seed))
+        if random.Random(seed).choice([0, 1, 2]) == 1:
+            drawn_lazy += 1
+            assert not verdict
+            assert verdict.reason.startswith("paths[1]: not a shortest path; its cells 0..6 cost "), verdict
+        else:
+            assert verdict, verdict.reason
+    assert 0 < drawn_lazy < 30
+
+
 # Garbage outputs -----------------------------------------------------------------------------------------
 
 builtins_values = st.recursive(

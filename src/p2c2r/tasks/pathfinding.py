@@ -175,34 +175,45 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
         return Verdict.reject(
             f"paths: expected {len(inp.agents)} entries (one per agent), got {len(out.paths)}"
         )
+    # One pass in Python gathers what the compiled check needs, converted to arrays once at the end: on
+    # an 8x8 task each numpy construction costs about as much as the whole compiled check.
+    claims: list[int] = []  # six numbers per agent, as _check_paths reads them
+    costs: list[float] = []
+    coordinates: list[int] = []
+    path_begins: list[int] = []
+    found_agents: list[int] = []
+    lost_agents: list[int] = []
+    for index, (agent, agent_path) in enumerate(zip(inp.agents, out.paths)):
+        claims += (*agent.start, *agent.goal, agent_path.found, len(agent_path.path))
+        costs.append(agent_path.cost)
+        path_begins.append(len(coordinates) // 2)
+        coordinates += chain.from_iterable(agent_path.path)
+        (found_agents if agent_path.found else lost_agents).append(index)
     blocked = np.frombuffer(inp.grid, dtype=np.uint8)
-    endpoints = _endpoints(inp)
-    found = np.array([agent_path.found for agent_path in out.paths], dtype=np.bool_)
-    costs = np.array([agent_path.cost for agent_path in out.paths], dtype=np.float64)
-    lengths = [len(agent_path.path) for agent_path in out.paths]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
-    flat = chain.from_iterable(chain.from_iterable(agent_path.path for agent_path in out.paths))
-    cells = np.fromiter(flat, dtype=np.int64, count=2 * total).reshape(total, 2)
+    cells = np.fromiter(coordinates, dtype=np.int64, count=len(coordinates)).reshape(-1, 2)
 
     agent, problem, step = _check_paths(
-        blocked, inp.width, inp.height, endpoints, found, costs, offsets, cells
+        blocked,
+        inp.width,
+        inp.height,
+        np.array(claims, dtype=np.int64).reshape(-1, 6),
+        np.array(costs, dtype=np.float64),
+        cells,
     )
     if problem:
         where = f"paths[{agent}]" if step < 0 else f"paths[{agent}].path[{step}]"
         return Verdict.reject(f"{where}: {_PROBLEMS[problem]}")
 
-    found_agents = np.flatnonzero(found).tolist()
     if found_agents:
         agent = rng.choice(found_agents)
-        verdict = _spot_check_window(inp, blocked, cells[offsets[agent] : offsets[agent + 1]], agent, rng)
+        path_length = len(out.paths[agent].path)
+        verdict = _spot_check_window(inp, blocked, cells, path_begins[agent], path_length, agent, rng)
         if not verdict:
             return verdict
-    lost_agents = np.flatnonzero(~found).tolist()
     if lost_agents:
         agent = rng.choice(lost_agents)
-        start_x, start_y, goal_x, goal_y = endpoints[agent]
+        start_x, start_y = inp.agents[agent].start
+        goal_x, goal_y = inp.agents[agent].goal
         start = start_y * inp.width + start_x
         goal = goal_y * inp.width + goal_x
         if _reachable(blocked, inp.width, inp.height, start, goal):
@@ -211,9 +222,16 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
 
 
 def _spot_check_window(
-    inp: Input, blocked: np.ndarray, path: np.ndarray, agent: int, rng: random.Random
+    inp: Input,
+    blocked: np.ndarray,
+    cells: np.ndarray,
+    path_begin: int,
+    path_length: int,
+    agent: int,
+    rng: random.Random,
 ) -> Verdict:
-    """Whether a random stretch of one (structurally valid) path is as short as the grid allows.
+    """Whether a random stretch of one (structurally valid) path, ``cells[path_begin:path_begin +
+    path_length]``, is as short as the grid allows.
 
     Every stretch of a shortest path is itself a shortest path. Searching half of a path costs about a
     third of a full search and nearly always catches a path that is too long here and there (the result
@@ -224,21 +242,17 @@ def _spot_check_window(
     ``verify`` under a tenth of ``compute`` on the benchmark. The search only looks for routes strictly
     shorter than the stretch, which lets it drop every cell that cannot lead to one.
     """
-    steps = path.shape[0] - 1
+    steps = path_length - 1
     whole = steps <= _SHORT_PATH_STEPS or rng.randrange(_WHOLE_PATH_ODDS) == 0
     span = steps if whole else math.ceil(steps * _STRETCH_SHARE)
     first = rng.randrange(steps - span + 1)
-    stretch = path[first : first + span + 1]
-    moves = np.abs(np.diff(stretch, axis=0))
-    diagonal_steps = int(np.count_nonzero(moves[:, 0] & moves[:, 1]))
-    stretch_cost = (span - diagonal_steps) + diagonal_steps * SQRT2
-    endpoints = np.array([[*stretch[0], *stretch[-1]]], dtype=np.int64)
-    bound = np.array([stretch_cost - COST_TOLERANCE])
-    shorter_found, shorter_cost = _search_agents(blocked, inp.width, inp.height, endpoints, bound)[:2]
-    if shorter_found[0]:
+    stretch_cost, shorter_found, shorter_cost = _search_stretch(
+        blocked, inp.width, inp.height, cells, path_begin + first, span
+    )
+    if shorter_found:
         return Verdict.reject(
             f"paths[{agent}]: not a shortest path; its cells {first}..{first + span} cost {stretch_cost!r} "
-            f"but {float(shorter_cost[0])!r} suffices"
+            f"but {shorter_cost!r} suffices"
         )
     return Verdict.accept()
 
@@ -577,32 +591,28 @@ def _cheaper_middle(
 
 @njit(cache=True)
 def _check_paths(
-    blocked: np.ndarray,
-    width: int,
-    height: int,
-    endpoints: np.ndarray,
-    found: np.ndarray,
-    costs: np.ndarray,
-    offsets: np.ndarray,
-    cells: np.ndarray,
+    blocked: np.ndarray, width: int, height: int, claims: np.ndarray, costs: np.ndarray, cells: np.ndarray
 ) -> tuple[int, int, int]:
     """Full structural check of every path; returns ``(agent, problem, step)``, problem 0 when all pass.
 
-    ``problem`` indexes ``_PROBLEMS``; ``step`` is the offending path index, or -1 for the whole path.
+    ``claims`` holds one row per agent: start x, start y, goal x, goal y, found (0 or 1) and path length;
+    the paths lie one after another in ``cells``, one ``(x, y)`` row per cell. ``problem`` indexes
+    ``_PROBLEMS``; ``step`` is the offending path index, or -1 for the whole path.
     """
     visited_by = np.zeros(width * height, dtype=np.int32)
-    for agent in range(found.shape[0]):
-        begin = offsets[agent]
-        end = offsets[agent + 1]
-        if not found[agent]:
+    end = 0
+    for agent in range(claims.shape[0]):
+        begin = end
+        end = begin + claims[agent, 5]
+        if not claims[agent, 4]:
             if end > begin or costs[agent] != 0.0:
                 return agent, 1, -1
             continue
         if end == begin:
             return agent, 2, -1
-        if cells[begin, 0] != endpoints[agent, 0] or cells[begin, 1] != endpoints[agent, 1]:
+        if cells[begin, 0] != claims[agent, 0] or cells[begin, 1] != claims[agent, 1]:
             return agent, 3, 0
-        if cells[end - 1, 0] != endpoints[agent, 2] or cells[end - 1, 1] != endpoints[agent, 3]:
+        if cells[end - 1, 0] != claims[agent, 2] or cells[end - 1, 1] != claims[agent, 3]:
             return agent, 4, end - 1 - begin
         straight_steps = 0
         diagonal_steps = 0
@@ -643,6 +653,32 @@ def _check_paths(
         if abs(costs[agent] - (straight_steps + diagonal_steps * SQRT2)) > COST_TOLERANCE:
             return agent, 11, -1
     return -1, 0, -1
+
+
+@njit(cache=True)
+def _search_stretch(
+    blocked: np.ndarray, width: int, height: int, cells: np.ndarray, first: int, span: int
+) -> tuple[float, bool, float]:
+    """The cost of the stretch ``cells[first:first + span + 1]`` of a path that passed ``_check_paths``,
+    whether a strictly cheaper route joins its ends, and that route's cost.
+
+    One compiled call for the spot check: it returns plain numbers, where building the search's
+    one-agent arguments and unpacking its result arrays in Python cost several times the search itself
+    on small grids.
+    """
+    diagonal_steps = 0
+    for index in range(first + 1, first + span + 1):
+        if cells[index, 0] != cells[index - 1, 0] and cells[index, 1] != cells[index - 1, 1]:
+            diagonal_steps += 1
+    stretch_cost = (span - diagonal_steps) + diagonal_steps * SQRT2
+    endpoints = np.empty((1, 4), dtype=np.int64)
+    endpoints[0, 0] = cells[first, 0]
+    endpoints[0, 1] = cells[first, 1]
+    endpoints[0, 2] = cells[first + span, 0]
+    endpoints[0, 3] = cells[first + span, 1]
+    bound = np.full(1, stretch_cost - COST_TOLERANCE)
+    shorter_found, shorter_cost, _, _ = _search_agents(blocked, width, height, endpoints, bound)
+    return stretch_cost, shorter_found[0], shorter_cost[0]
 
 
 @njit(cache=True)
