@@ -1,12 +1,14 @@
 """Round trip and throughput of the whole path, against a bare websockets relay run side by side.
 
-    python -m bench.bench_roundtrip [--tasks 10000] [--inflight 1000] [--serial 1000]
+    python -m bench.bench_roundtrip [--tasks 10000] [--inflight 1000] [--serial 1000] [--rounds 10]
 
 P2C2R: gamer -> coordinator (validate, SQLite, schedule) -> peer (worker process) -> coordinator (verify,
 bill, SQLite) -> gamer, with a trivial task (a tiny A* search, every input different so no cache hits).
 Floor: a websockets server that forwards the gamer's frame to a worker connection and the worker's answer
-back, nothing else, on the same event loop as P2C2R's processes (uvloop). The ratio to the floor is the
-figure that survives a noisy machine.
+back, nothing else, on the same event loop as P2C2R's processes (uvloop). Both run at once; the
+one-at-a-time samples alternate between them in rounds, so that a machine that slows down for a while
+slows both. The ratio to the floor is the figure that survives a noisy machine; the spread of the rounds'
+own ratios shows how much it does.
 """
 
 from __future__ import annotations
@@ -33,29 +35,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.procs import ProcessSet  # noqa: E402
 
 
-async def measure_p2c2r(url: str, serial: int, total: int, inflight: int) -> dict:
-    rng = random.Random(1)
-    async with GamerClient(url, name="bench") as client:
-        for _ in range(50):  # warm-up
-            await client.submit("ai_pathfinding", trivial_input(rng), deadline_ms=60_000)
-        samples = []
-        for _ in range(serial):
-            t0 = time.perf_counter()
-            await client.submit("ai_pathfinding", trivial_input(rng), deadline_ms=60_000)
-            samples.append(time.perf_counter() - t0)
-        inputs = [trivial_input(rng) for _ in range(total)]
+class P2C2RPath:
+    """The subject: a trivial task submitted through the client library, one at a time or many in flight."""
+
+    def __init__(self, client: GamerClient) -> None:
+        self._client = client
+        self._rng = random.Random(1)
+        self.sources: dict[str, int] = {}
+
+    async def once(self) -> float:
+        t0 = time.perf_counter()
+        await self._client.submit("ai_pathfinding", trivial_input(self._rng), deadline_ms=60_000)
+        return time.perf_counter() - t0
+
+    async def throughput(self, total: int, inflight: int) -> float:
+        inputs = [trivial_input(self._rng) for _ in range(total)]
         sem = asyncio.Semaphore(inflight)
-        sources: dict[str, int] = {}
 
         async def one(inp: dict) -> None:
             async with sem:
-                r = await client.submit("ai_pathfinding", inp, deadline_ms=60_000)
-                sources[r.source] = sources.get(r.source, 0) + 1
+                r = await self._client.submit("ai_pathfinding", inp, deadline_ms=60_000)
+                self.sources[r.source] = self.sources.get(r.source, 0) + 1
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in inputs))
-        elapsed = time.perf_counter() - t0
-    return {"samples": samples, "throughput": total / elapsed, "sources": sources}
+        return total / (time.perf_counter() - t0)
 
 
 # The floor: a bare relay ------------------------------------------------------------------------------
@@ -109,43 +113,68 @@ def _worker_main(port: int) -> None:
     _run_like_p2c2r(main())
 
 
-async def measure_relay(port: int, serial: int, total: int, inflight: int) -> dict:
-    async with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
-        await ws.send(b"gamer001")
-        payload = b"x" * 120
-        for _ in range(50):
-            await ws.send(payload)
-            await ws.recv()
-        samples = []
-        for _ in range(serial):
-            t0 = time.perf_counter()
-            await ws.send(payload)
-            await ws.recv()
-            samples.append(time.perf_counter() - t0)
+class RelayPath:
+    """The floor: a frame of a trivial task's size through the bare relay and back."""
+
+    PAYLOAD = b"x" * 120
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def once(self) -> float:
         t0 = time.perf_counter()
+        await self._ws.send(self.PAYLOAD)
+        await self._ws.recv()
+        return time.perf_counter() - t0
+
+    async def throughput(self, total: int, inflight: int) -> float:
         sent = 0
         received = 0
 
         async def reader() -> None:
             nonlocal received
             while received < total:
-                await ws.recv()
+                await self._ws.recv()
                 received += 1
 
+        t0 = time.perf_counter()
         reader_task = asyncio.create_task(reader())
         while sent < total:
             while sent - received < inflight and sent < total:
-                await ws.send(payload)
+                await self._ws.send(self.PAYLOAD)
                 sent += 1
             await asyncio.sleep(0)
         await reader_task
-        elapsed = time.perf_counter() - t0
-    return {"samples": samples, "throughput": total / elapsed}
+        return total / (time.perf_counter() - t0)
+
+
+async def measure(relay_port: int, cloud_url: str, serial: int, rounds: int, total: int, inflight: int) -> dict:
+    """Both paths, their one-at-a-time samples taken in alternating rounds (a machine that slows down for a
+    while slows both, and each round gives a ratio of its own), then each one's throughput."""
+    async with connect(f"ws://127.0.0.1:{relay_port}", compression=None, max_size=None) as ws, \
+            GamerClient(cloud_url, name="bench") as client:
+        await ws.send(b"gamer001")
+        floor, ours = RelayPath(ws), P2C2RPath(client)
+        for _ in range(50):  # warm-up
+            await floor.once()
+            await ours.once()
+        samples: dict[str, list[float]] = {"floor": [], "ours": []}
+        round_ratios = []
+        per_round = max(1, serial // rounds)
+        for _ in range(rounds):
+            floor_round = [await floor.once() for _ in range(per_round)]
+            our_round = [await ours.once() for _ in range(per_round)]
+            samples["floor"] += floor_round
+            samples["ours"] += our_round
+            round_ratios.append(percentile(our_round, 50) / percentile(floor_round, 50))
+        throughput = {"floor": await floor.throughput(total, inflight), "ours": await ours.throughput(total, inflight)}
+    return {"samples": samples, "throughput": throughput, "round_ratios": round_ratios, "sources": ours.sources}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--serial", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds the serial samples are split into")
     # 10,000 tasks (about 3 s) rather than fewer: a shorter window is at the mercy of one GC pass or checkpoint.
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--inflight", type=int, default=1000)
@@ -156,42 +185,45 @@ def main() -> None:
     q = ctx.Queue()
     relay = ctx.Process(target=_relay_main, args=(q,), daemon=True)
     relay.start()
-    port = q.get(timeout=30)
-    worker = ctx.Process(target=_worker_main, args=(port,), daemon=True)
-    worker.start()
-    time.sleep(0.5)  # bench only: let the worker register before the gamer sends
-    floor = asyncio.run(measure_relay(port, args.serial, args.tasks, args.inflight))
-    relay.kill()
-    worker.kill()
-
+    worker: multiprocessing.process.BaseProcess | None = None
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["P2C2R_KEY_DIR"] = str(Path(tmp) / "keys")  # the bench's own gamer key, not the user's
         ps = ProcessSet(Path(tmp))
         try:
+            port = q.get(timeout=30)
+            worker = ctx.Process(target=_worker_main, args=(port,), daemon=True)
+            worker.start()
             # The per-gamer submit rate limit (1,000/s by default) would cap this one gamer's load.
             cloud = ps.cloud(extra=["--quiet", "--submit-rate", "1000000", "--submit-burst", "1000000"])
             ps.peer(cloud, "bench_peer", slots=args.peer_slots, extra=["--quiet"])
-            cloud.wait_for_peers(1)
-            ours = asyncio.run(measure_p2c2r(cloud.url, args.serial, args.tasks, args.inflight))
+            cloud.wait_for_peers(1)  # meanwhile the relay's worker has registered
+            result = asyncio.run(measure(port, cloud.url, args.serial, args.rounds, args.tasks, args.inflight))
         finally:
             ps.stop_all()
+            relay.kill()
+            if worker is not None:
+                worker.kill()
 
     rows = []
-    for name, m in (("bare websockets relay (floor)", floor), ("p2c2r gamer->cloud->peer->cloud->gamer", ours)):
+    for name, key in (("bare websockets relay (floor)", "floor"), ("p2c2r gamer->cloud->peer->cloud->gamer", "ours")):
+        samples_ms = [s * 1000 for s in result["samples"][key]]
         rows.append({
             "path": name,
-            "p50_ms": percentile([s * 1000 for s in m["samples"]], 50),
-            "p99_ms": percentile([s * 1000 for s in m["samples"]], 99),
-            "tasks_per_s": m["throughput"],
+            "p50_ms": percentile(samples_ms, 50),
+            "p99_ms": percentile(samples_ms, 99),
+            "tasks_per_s": result["throughput"][key],
         })
     ratio_p50 = rows[1]["p50_ms"] / rows[0]["p50_ms"]
     ratio_tp = rows[1]["tasks_per_s"] / rows[0]["tasks_per_s"]
-    print_table(f"Round trip one at a time ({args.serial}) and throughput ({args.tasks} tasks, {args.inflight} in flight)",
-                rows, ["path", "p50_ms", "p99_ms", "tasks_per_s"])
-    print(f"\nratio p50 vs floor: {ratio_p50:.2f}x   throughput vs floor: {ratio_tp:.2f}x   sources: {ours['sources']}")
+    round_ratios = result["round_ratios"]
+    print_table(f"Round trip one at a time ({args.serial}, in {args.rounds} alternating rounds) and throughput "
+                f"({args.tasks} tasks, {args.inflight} in flight)", rows, ["path", "p50_ms", "p99_ms", "tasks_per_s"])
+    print(f"\nratio p50 vs floor: {ratio_p50:.2f}x (per round {min(round_ratios):.2f}-{max(round_ratios):.2f}x)"
+          f"   throughput vs floor: {ratio_tp:.2f}x   sources: {result['sources']}")
     write_json("roundtrip", {"rows": rows, "ratio_p50_vs_floor": ratio_p50, "ratio_throughput_vs_floor": ratio_tp,
+                             "ratio_p50_per_round": round_ratios,
                              "targets": {"p50_ms": 1.0, "ratio_p50_max": 2.5, "tasks_per_s_min": 3000},
-                             "params": vars(args), "sources": ours["sources"]})
+                             "params": vars(args), "sources": result["sources"]})
 
 
 if __name__ == "__main__":
