@@ -99,3 +99,79 @@ async def test_after_close_nothing_more_is_queued_and_a_send_error_ends_the_writ
     box.put(fetch(1))
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(box.run(), 5)
+
+
+class ImmediateRecorder(Recorder):
+    """A connection that can also take a frame synchronously, unless told to decline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decline = False
+        self.sent_at_once: list[bytes] = []
+
+    def send_now(self, frame: bytes) -> bool:
+        if self.decline:
+            return False
+        self.sent_at_once.append(frame)
+        self.frames.append(frame)
+        return True
+
+
+async def idle_box(out: ImmediateRecorder) -> tuple[Outbox, asyncio.Task[None]]:
+    box = Outbox(out.send, batch=True, max_frame_bytes=1 << 20, send_now=out.send_now)
+    writer = asyncio.create_task(box.run())
+    await asyncio.sleep(0)  # the writer waits for work
+    return box, writer
+
+
+async def test_the_first_message_of_a_turn_to_an_idle_connection_leaves_at_once_the_rest_batch():
+    out = ImmediateRecorder()
+    box, writer = await idle_box(out)
+    for i in range(4):
+        box.put(fetch(i))
+    assert out.sent_at_once == [fetch(0)]  # from put itself, before any await
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the writer has sent 1..3 as one batch
+    box.put(fetch(4))  # a later turn, but a connection whose last batch held several messages is busy
+    box.close()
+    await asyncio.wait_for(writer, 5)
+    assert [len(m) for m in out.messages()] == [1, 3, 1]
+    assert out.sent_at_once == [fetch(0)]
+
+
+async def test_a_quiet_connection_sends_at_once_each_turn_and_a_declined_message_waits_for_the_writer():
+    out = ImmediateRecorder()
+    box, writer = await idle_box(out)
+    box.put(fetch(0))
+    await asyncio.sleep(0)
+    box.put(fetch(1))
+    out.decline = True  # e.g. the transport is paused: the writer's send waits for it
+    await asyncio.sleep(0)
+    box.put(fetch(2))
+    assert out.sent_at_once == [fetch(0), fetch(1)]
+    box.close()
+    await asyncio.wait_for(writer, 5)
+    assert out.messages() == [[p.Fetch("task-0")], [p.Fetch("task-1")], [p.Fetch("task-2")]]
+    assert (box.frames_sent, box.messages_sent) == (3, 3)
+
+
+async def test_the_immediate_sender_writes_on_an_open_websocket_and_declines_once_it_closes():
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    from p2c2r.outbox import immediate_sender
+
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def handler(ws) -> None:
+        async for frame in ws:
+            await received.put(frame)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as ws:
+            send_now = immediate_sender(ws)
+            assert send_now(b"\x01\x02") is True
+            assert await asyncio.wait_for(received.get(), 5) == b"\x01\x02"
+            await ws.close()
+            assert send_now(b"\x03") is False

@@ -4,28 +4,60 @@ Every role sends from synchronous code (a result arrives, an assignment is decid
 a slow socket. ``put`` queues an encoded message; one writer task sends. Whatever queued up while the
 writer was busy, or during the current turn of the event loop, leaves as one batch frame (see
 ``p2c2r.protocol``), so at high task rates a connection pays the per-frame cost (a WebSocket frame, a
-system call, a wake-up of the reader) once per batch instead of once per message, and one message alone
-leaves as soon as the loop gets to it, with no added delay.
+system call, a wake-up of the reader) once per batch instead of once per message. The first message of a
+loop turn to an idle connection leaves at once, from ``put`` itself (``send_now``), without waiting for the
+writer task's turn: on a trivial task's round trip that turn was about a tenth of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from websockets.asyncio.connection import Connection
+from websockets.protocol import State
+
 from p2c2r.protocol import MAX_BATCH_MESSAGES, batch_frame
 
+log = logging.getLogger(__name__)
+
 SendFrame = Callable[[bytes], Awaitable[None]]
+SendNow = Callable[[bytes], bool]
+"""Sends a frame synchronously and returns True, or returns False (sending nothing) when it cannot."""
+
+
+def immediate_sender(ws: Connection) -> SendNow:
+    """What ``ws.send`` does for one bytes message on an open connection that is not paused (frame it, write
+    it to the transport), without a coroutine. It declines whenever ``send`` would have to wait or close,
+    so flow control and closing stay with ``send``. (Uses the connection's sans-I/O ``protocol`` and
+    ``send_data``, as ``send`` itself does; websockets 15 to 17.)"""
+
+    def send_now(frame: bytes) -> bool:
+        if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+            return False
+        ws.protocol.send_binary(frame)
+        try:
+            ws.send_data()
+        except Exception:  # the transport failed under us: as send would, drop the connection; the reader
+            log.debug("immediate send failed; closing the connection", exc_info=True)  # learns it is gone
+            ws.transport.abort()
+        return True
+
+    return send_now
 
 
 class Outbox:
     def __init__(self, send_frame: SendFrame, *, batch: bool, max_frame_bytes: int,
-                 max_batch: int = MAX_BATCH_MESSAGES) -> None:
+                 max_batch: int = MAX_BATCH_MESSAGES, send_now: SendNow | None = None) -> None:
         """``batch``: whether the other side reads batch frames. A batch stays under ``max_frame_bytes``
         (the other side's message limit); a single message larger than that still goes alone, and the other
         side answers it as too large."""
         self._send_frame = send_frame
+        self._send_now = send_now
+        self._sent_now_this_turn = False
+        self._last_batch_size = 0
         self._max_batch = max_batch if batch else 1
         self._max_frame_bytes = max_frame_bytes
         self._queue: deque[bytes] = deque()
@@ -37,9 +69,24 @@ class Outbox:
     def put(self, encoded: bytes) -> None:
         if self._closing:
             return
+        # At once when the writer is idle with nothing queued (nothing can be overtaken), at most once a
+        # loop turn (the rest of the turn leaves as one batch), and only while the writer's batches are
+        # single messages: a busy connection batches everything, as an extra frame every turn cost more
+        # than the turn it saved (throughput -10%, measured).
+        if (self._send_now is not None and not self._queue and self._last_batch_size <= 1
+                and not self._sent_now_this_turn and self._wakeup is not None and not self._wakeup.done()
+                and self._send_now(encoded)):
+            self.frames_sent += 1
+            self.messages_sent += 1
+            self._sent_now_this_turn = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            return
         self._queue.append(encoded)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
+
+    def _next_turn(self) -> None:
+        self._sent_now_this_turn = False
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -70,5 +117,6 @@ class Outbox:
                 size += len(message)
                 taken.append(message)
             await self._send_frame(batch_frame(taken))
+            self._last_batch_size = len(taken)
             self.frames_sent += 1
             self.messages_sent += len(taken)

@@ -47,7 +47,7 @@ from p2c2r.network_config import (
     SUBMIT_BURST,
     SUBMIT_RATE_PER_S,
 )
-from p2c2r.outbox import Outbox
+from p2c2r.outbox import Outbox, immediate_sender
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class WsSession:
         self.last_recv = time.monotonic()  # the idle timeout's clock (cloud/gate.py)
         remote = ws.remote_address
         self.address = str(remote[0]) if remote else "?"
-        self._outbox = Outbox(ws.send, batch=batch, max_frame_bytes=max_frame_bytes)
+        self._outbox = Outbox(ws.send, batch=batch, max_frame_bytes=max_frame_bytes, send_now=immediate_sender(ws))
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self.closed = False
 

@@ -268,7 +268,8 @@ class GamerClient:
             raise HandshakeError(f"expected welcome, got {type(reply).__name__}", close_code=p.CLOSE_BAD_HANDSHAKE)
         self.client_id = reply.client_id
         self._conn = conn
-        self._outbox = Outbox(conn.send, batch=True, max_frame_bytes=reply.max_message_bytes)
+        self._outbox = Outbox(conn.send, batch=True, max_frame_bytes=reply.max_message_bytes,
+                              send_now=getattr(conn, "send_now", None))
         # Resend what the coordinator never acknowledged; ask for what it did.
         for pending in list(self._pending.values()):
             self._outbox.put(p.encode(p.Fetch(pending.task_id)) if pending.acked else self._submit_frame(pending))

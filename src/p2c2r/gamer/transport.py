@@ -14,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from p2c2r.identity import CHALLENGE_HEADER, parse_nonce
 from p2c2r.network_config import MAX_MESSAGE_BYTES
+from p2c2r.outbox import immediate_sender
 
 
 class Connection(Protocol):
@@ -31,6 +32,7 @@ class _WsConnection:
         self._ws = ws
         # The coordinator's identity challenge, from the upgrade response (p2c2r.identity).
         self.challenge = parse_nonce(ws.response.headers.get(CHALLENGE_HEADER)) if ws.response else None
+        self.send_now = immediate_sender(ws)  # optional for a Connection: see Outbox
 
     async def send(self, frame: bytes) -> None:
         await self._ws.send(frame)

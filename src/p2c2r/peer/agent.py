@@ -35,7 +35,7 @@ from p2c2r.network_config import (
     RECONNECT_BACKOFF_INITIAL_S,
     RECONNECT_BACKOFF_MAX_S,
 )
-from p2c2r.outbox import Outbox
+from p2c2r.outbox import Outbox, immediate_sender
 from p2c2r.tasks import registry
 from p2c2r.workers import JobOutcome, WorkerPool
 
@@ -185,7 +185,7 @@ class PeerAgent:
 
     async def _session(self, ws: ClientConnection) -> None:
         loop = asyncio.get_running_loop()
-        outbox = Outbox(ws.send, batch=True, max_frame_bytes=self._max_frame_bytes)
+        outbox = Outbox(ws.send, batch=True, max_frame_bytes=self._max_frame_bytes, send_now=immediate_sender(ws))
         writer = loop.create_task(outbox.run())
         heart = loop.create_task(self._heartbeats(outbox))
         stopper = loop.create_task(self._close_when_stopping(ws))
