@@ -432,9 +432,8 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
     of it on lines that the memo of :meth:`NgramBackend.is_sample` has not seen yet.
 
     Always: the fields, the limits, the filter, and the line is sample ``out.attempt`` of this input (one
-    sample checked, not the ranking redrawn). With odds 1 in ``SPOT_CHECK_ODDS`` (``rng``): the ranking is
-    replayed, as far as it takes to decide, and must pick that very sample. A fallback line is always
-    replayed in full.
+    sample checked, not the ranking redrawn). With odds 1 in ``SPOT_CHECK_ODDS`` (``rng``): the whole
+    ranking is replayed and must pick that very sample. A fallback line is always replayed in full.
     """
     if out.model != inp.model:
         return Verdict.reject(f"model is {out.model!r}, the input asked for {inp.model!r}")
@@ -467,58 +466,19 @@ def verify(inp: Input, out: Output, rng: random.Random) -> Verdict:
     if not backend.is_sample(_resolve(inp, with_keywords=False), out.attempt, out.line):
         return Verdict.reject(f"line is not sample {out.attempt} of the model for this input and seed")
     # What one sample cannot show is that it won the best of CANDIDATES: a lazy peer sending its first
-    # passing sample saves most of the work. Replaying the ranking costs most of a compute, so it is a spot
-    # check; the coordinator's audits and bans turn 1 in SPOT_CHECK_ODDS per task into a short career for
-    # cheats.
+    # passing sample saves most of the work. Redrawing the ranking costs a compute, so it is a spot check;
+    # the coordinator's audits and bans turn 1 in SPOT_CHECK_ODDS per task into a short career for cheats.
     if rng.random() * SPOT_CHECK_ODDS < 1:
-        request = _resolve(inp)
-        if not _wins_ranking(backend, request, out.attempt, out.line):
-            best = _best_sample(backend, request)  # only to name the winner: a rejection is rare
+        expected = compute(inp)
+        if (expected.attempt, expected.line) != (out.attempt, out.line):
             return Verdict.reject(
-                f"sample {out.attempt} is not the best of {CANDIDATES}: "
-                f"sample {best[0] if best is not None else FALLBACK_ATTEMPT} is"
+                f"sample {out.attempt} is not the best of {CANDIDATES}: sample {expected.attempt} is"
             )
     return _ACCEPTED
 
 
 # Verdicts are immutable, and building one costs as much as all of verify's field checks together.
 _ACCEPTED = Verdict.accept()
-
-
-def _wins_ranking(backend: DialogueBackend, request: DialogueRequest, attempt: int, line: str) -> bool:
-    """Whether :func:`_best_sample` picks sample ``attempt``, known to be ``line`` and to pass the filter.
-
-    The same answer as comparing with a full replay, for less: the claimed sample is scored, not redrawn
-    (when it is sample 0 and reaches the score cap, as for about a quarter of inputs, nothing is drawn at
-    all), and the replay stops at the first sample that beats it or that shows it was never ranked.
-    """
-    claimed_score = _score(line, request)
-    cap = KEYWORD_WEIGHT if request.keywords else 0
-    passed = 0
-    for earlier in range(attempt):
-        sample = _passing_sample(backend, request, earlier)
-        if sample is None:
-            continue
-        # An earlier sample wins among equals; and as none before the claim scores as high, none stops the
-        # ranking at the cap (the claim's score is at most the cap), only the count of candidates can.
-        if _score(sample, request) >= claimed_score:
-            return False
-        passed += 1
-        if passed == CANDIDATES:
-            return False
-    passed += 1
-    if passed == CANDIDATES or claimed_score == cap:
-        return True
-    for later in range(attempt + 1, MAX_ATTEMPTS):
-        sample = _passing_sample(backend, request, later)
-        if sample is None:
-            continue
-        if _score(sample, request) > claimed_score:
-            return False
-        passed += 1
-        if passed == CANDIDATES:
-            return True
-    return True
 
 
 def agree(a: Output, b: Output) -> bool:
