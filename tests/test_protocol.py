@@ -8,6 +8,8 @@ from p2c2r.errors import RemoteProtocolError
 def test_every_message_round_trips():
     messages = [
         p.Hello(role="peer", protocol=1, name="n", slots=2, kinds=["physics"]),
+        p.Hello(role="peer", protocol=1, name="n", slots=1, kinds=["ai_npc_dialogue"],
+                features=["ai_npc_dialogue:model=llm-small-v1"]),
         p.Welcome("peer_1", 1, 1.0, 100),
         p.Submit("t1", "physics", {"a": [1, 2.5, b"x"]}, deadline_ms=200),
         p.Ack("t1"),
@@ -45,6 +47,11 @@ def test_raw_payloads_are_embedded_verbatim():
         (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k", "input": 1, "deadline_ms": -5}), "deadline_ms"),
         (msgspec.msgpack.encode({"type": "submit", "task_id": "t", "kind": "k", "input": 1, "extra": 1}), "extra"),
         (msgspec.msgpack.encode([1, 2, 3]), "Expected"),
+        # A feature must be qualified by its kind ("kind:feature") and spelled from a small alphabet.
+        (msgspec.msgpack.encode({"type": "hello", "role": "peer", "protocol": 1, "name": "n",
+                                 "features": ["model=big"]}), "features[0]"),
+        (msgspec.msgpack.encode({"type": "hello", "role": "peer", "protocol": 1, "name": "n",
+                                 "features": ["ai_npc_dialogue:model big"]}), "features[0]"),
     ],
 )
 def test_bad_frames_raise_a_remote_error_that_names_the_problem(frame, needle):

@@ -72,6 +72,9 @@ E_INTERNAL = "internal"
 Name = Annotated[str, Meta(min_length=1, max_length=64)]
 Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 KindName = Annotated[str, Meta(min_length=1, max_length=64)]
+# What a peer can run beyond a kind's defaults, as "kind:feature" (e.g. "ai_npc_dialogue:model=llm-small-v1");
+# see ``p2c2r.tasks.base`` (``features``, ``requirements``).
+FeatureName = Annotated[str, Meta(min_length=3, max_length=128, pattern=r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.:=+-]+$")]
 DeadlineMs = Annotated[int, Meta(ge=1, le=MAX_DEADLINE_MS)]
 Message = Annotated[str, Meta(max_length=2048)]
 Role = Literal["peer", "gamer"]
@@ -94,6 +97,9 @@ class Hello(_Msg, tag="hello"):
     # Peer capabilities
     slots: Annotated[int, Meta(ge=0, le=256)] = 0
     kinds: Annotated[list[KindName], Meta(max_length=64)] = []
+    # Optional extras of those kinds that this peer has installed (a larger local model, say); a task that
+    # requires one goes only to peers that list it.
+    features: Annotated[list[FeatureName], Meta(max_length=64)] = []
     device: Literal["cpu", "gpu"] = "cpu"
     # The client understands batch frames from the coordinator (see the module docstring).
     batch: bool = False

@@ -54,6 +54,46 @@ def test_a_peer_only_gets_kinds_it_runs():
     assert out[0].peer_id == "p2"
 
 
+TWIN = "ai_npc_dialogue:model=twin-v1"
+
+
+def test_a_task_that_needs_a_feature_goes_only_to_peers_that_have_it():
+    s = make()
+    s.add_peer("plain", slots=4, kinds=["ai_npc_dialogue"], now=0.0)
+    s.add_peer("holder", slots=4, kinds=["ai_npc_dialogue"], features=[TWIN], now=0.0)
+    s.peers["plain"].latency_ms["ai_npc_dialogue"] = 1.0  # the faster one, which would win otherwise
+    s.peers["holder"].latency_ms["ai_npc_dialogue"] = 50.0
+    picks = [dispatches(s.submit(f"t{i}", "ai_npc_dialogue", now=0.0, deadline_at=100.0, needs=[TWIN]))[0].peer_id
+             for i in range(3)]
+    assert picks == ["holder"] * 3
+    # Tasks without needs still go to the fastest peer, the holder included.
+    plain = dispatches(s.submit("free", "ai_npc_dialogue", now=0.0, deadline_at=100.0))[0]
+    assert plain.peer_id == "plain"
+
+
+def test_a_task_no_peer_can_run_waits_without_holding_up_the_queue():
+    s = make()
+    s.add_peer("plain", slots=1, kinds=["ai_npc_dialogue"], now=0.0)
+    first = dispatches(s.submit("busy", "ai_npc_dialogue", now=0.0, deadline_at=100.0))[0]
+    assert s.submit("needy", "ai_npc_dialogue", now=0.0, deadline_at=100.0, needs=[TWIN]) == []
+    assert s.submit("after", "ai_npc_dialogue", now=0.0, deadline_at=100.0) == []
+    # The plain peer's slot frees: the task behind the one it cannot run goes out.
+    out = dispatches(s.attempt_succeeded(first.attempt_id, now=0.1))
+    assert [(d.task_id, d.peer_id) for d in out] == [("after", "plain")]
+    assert s.queue_depth == 1
+    # A peer with the feature joins and takes the waiting task.
+    out = dispatches(s.add_peer("holder", slots=1, kinds=["ai_npc_dialogue"], features=[TWIN], now=0.2))
+    assert [(d.task_id, d.peer_id) for d in out] == [("needy", "holder")]
+
+
+def test_a_task_that_needs_a_missing_feature_falls_back_at_its_deadline():
+    s = make()
+    s.add_peer("plain", slots=1, kinds=["ai_npc_dialogue"], now=0.0)
+    assert s.submit("needy", "ai_npc_dialogue", now=0.0, deadline_at=1.0, needs=[TWIN]) == []
+    decisions = s.tick(now=1.0)
+    assert [d.task_id for d in decisions if isinstance(d, RunFallback)] == ["needy"]
+
+
 def test_lost_peer_work_is_rerouted_never_back_to_it():
     s = make()
     s.add_peer("p1", slots=1, kinds=["physics"], now=0.0)

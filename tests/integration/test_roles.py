@@ -153,6 +153,24 @@ async def test_handshake_refusals_carry_close_codes(shared_network):
             assert ws.close_code == close_code
 
 
+async def test_a_peer_advertises_features_of_the_kinds_it_runs(procs, shared_network):
+    cloud = procs.cloud()  # its own coordinator: no gamer there will wait on this hand-made peer
+    async with websockets.connect(cloud.url) as ws:
+        await ws.send(p.encode(signed_hello(
+            ws, role="peer", name="feature_peer", kinds=["ai_npc_dialogue"],
+            features=["ai_npc_dialogue:model=big-v1", "physics:soft-bodies"])))
+        assert isinstance(p.decode_from_server(await ws.recv()), p.Welcome)
+        stats = await asyncio.to_thread(
+            cloud.wait_for_stat, lambda s: any(e["name"] == "feature_peer" for e in s["peers"]), "the peer in the stats")
+    # Only features of kinds it runs count.
+    [entry] = stats["peers"]
+    assert entry["kinds"] == ["ai_npc_dialogue"] and entry["features"] == ["ai_npc_dialogue:model=big-v1"]
+    # A real peer process with the shipped models runs every kind and advertises no extras.
+    shared_cloud, _ = shared_network
+    real = shared_cloud.stats()["peers"]
+    assert real and all(e["kinds"] == sorted(registry()) and e["features"] == [] for e in real)
+
+
 def test_healthz_answers_plain_http(shared_network):
     cloud, _ = shared_network
     assert cloud.get("/healthz") == (200, b"ok\n")

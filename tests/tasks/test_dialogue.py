@@ -523,6 +523,48 @@ def test_bad_input_messages_name_the_limit() -> None:
         parse_input({**GOOD_INPUT, "model": "llama-70b"})
 
 
+# Other models: features and requirements ------------------------------------------------------------------
+
+
+def test_the_shipped_model_needs_no_feature_and_none_is_advertised() -> None:
+    assert dialogue.requirements(parse_input(GOOD_INPUT)) == frozenset()
+    assert dialogue.features() == frozenset()
+    assert get_kind(dialogue.NAME).requirements(parse_input(GOOD_INPUT)) == frozenset()
+
+
+def _with_models(monkeypatch: pytest.MonkeyPatch, installed: dict[str, bool]) -> None:
+    """Register extra model ids (each serving the shipped n-gram model), installed on this machine or not."""
+    models = dict(dialogue.MODELS)
+    for model_id, present in installed.items():
+        models[model_id] = dialogue.ModelBackend(dialogue.load_ngram_backend, lambda present=present: present)
+    monkeypatch.setattr(dialogue, "MODELS", models)
+
+
+def test_another_model_is_required_of_peers_and_advertised_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_models(monkeypatch, {"twin-v1": True, "absent-v1": False})
+    inp = parse_input({**GOOD_INPUT, "model": "twin-v1"})
+    assert dialogue.requirements(inp) == frozenset({"model=twin-v1"})
+    assert dialogue.features() == frozenset({"model=twin-v1"})  # not absent-v1: this machine lacks it
+    out = compute(inp)
+    assert out.model == "twin-v1" and dialogue.verify(inp, out, random.Random(1))
+
+
+def test_a_model_not_installed_here_is_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_models(monkeypatch, {"absent-v1": False})
+    with pytest.raises(TaskInputError, match="not installed") as info:
+        parse_input({**GOOD_INPUT, "model": "absent-v1"})
+    assert info.value.field == "model"
+
+
+def test_every_model_id_makes_a_valid_feature_name() -> None:
+    from p2c2r import protocol as p
+    from p2c2r.tasks import qualified_feature
+
+    for model_id in dialogue.MODELS:
+        feature = qualified_feature(dialogue.NAME, dialogue.model_feature(model_id))
+        msgspec.convert([feature], type=list[p.FeatureName])
+
+
 @pytest.mark.parametrize("raw", [None, "commander", 42, [], {}, {"seed": 1}, {**GOOD_INPUT, "colour": "red"}])
 def test_malformed_inputs_are_refused(raw: Any) -> None:
     with pytest.raises(TaskInputError):

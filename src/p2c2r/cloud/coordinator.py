@@ -21,7 +21,7 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,7 +37,7 @@ from p2c2r.cloud.validation import TrustRecord, ValidationPolicy, check_output, 
 from p2c2r.console import Console, money
 from p2c2r.errors import StoreError, TaskInputError, UnknownTaskKind
 from p2c2r.network_config import CACHE_TTL_S, MAX_ATTEMPTS_PER_TASK, MAX_QUEUED_TASKS, terms_for
-from p2c2r.tasks import TaskKind, get_kind, registry
+from p2c2r.tasks import TaskKind, get_kind, qualified_feature, registry
 from p2c2r.tasks.base import warm_up_kind
 from p2c2r.workers import WorkerPool
 
@@ -244,7 +244,8 @@ class Coordinator:
             self._track(task)
             # The coordinator was away: give the task a fresh deadline window rather than falling back at once.
             self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
-                                              deadline_at=task.submitted_mono + row.deadline_ms / 1000.0))
+                                              deadline_at=task.submitted_mono + row.deadline_ms / 1000.0,
+                                              needs=_needs(kind, inp)))
         if rows:
             self.console.line(f"♻️  Resumed {len(rows)} unfinished task(s) from the database")
             self._event("resumed", count=len(rows))
@@ -273,8 +274,11 @@ class Coordinator:
             self.console.line(f"👋 Gamer disconnected: {session.name}")
             self._event("gamer_left")
 
-    def peer_joined(self, session: Session, *, slots: int, kinds: list[str], owner: str | None = None) -> None:
+    def peer_joined(self, session: Session, *, slots: int, kinds: list[str], features: Iterable[str] = (),
+                    owner: str | None = None) -> None:
         usable = frozenset(kinds) & frozenset(registry())
+        # Features count only within the kinds the peer runs here ("kind:feature", see p2c2r.tasks).
+        extras = frozenset(f for f in features if f.partition(":")[0] in usable)
         self.peers[session.client_id] = PeerLink(session, slots, usable, self._clock())
         self.peer_names[session.client_id] = session.name
         for _, kind_name, consecutive, valid, invalid in self.store.trust_rows(session.client_id):
@@ -285,8 +289,8 @@ class Coordinator:
         # that a quorum can form on one machine (tests, the local demo).
         network = "" if session.address.startswith("127.") or ":" in session.address else \
             ".".join(session.address.split(".")[:3])
-        self._apply(self.scheduler.add_peer(session.client_id, slots=slots, kinds=usable, now=self._clock(),
-                                            owner=owner, network=network))
+        self._apply(self.scheduler.add_peer(session.client_id, slots=slots, kinds=usable, features=extras,
+                                            now=self._clock(), owner=owner, network=network))
 
     def peer_left(self, session: Session, reason: str = "disconnected") -> None:
         link = self.peers.get(session.client_id)
@@ -357,7 +361,8 @@ class Coordinator:
             self.counters.cache_misses += 1
             self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
                                               deadline_at=task.submitted_mono + deadline_ms / 1000.0,
-                                              latency_critical=deadline_ms <= LATENCY_CRITICAL_MS))
+                                              latency_critical=deadline_ms <= LATENCY_CRITICAL_MS,
+                                              needs=_needs(kind, inp)))
         insert.add_done_callback(lambda done: self._stored(gamer, msg, task, cached, done))
 
     def _stored(self, gamer: Session, msg: p.Submit, task: ActiveTask, cached: bytes | None,
@@ -896,6 +901,12 @@ def _warm_up_verifiers() -> None:
             log.exception("warm-up of %s failed", kind.name)
 
 
+def _needs(kind: TaskKind, inp: Any) -> frozenset[str]:
+    """The features a peer must have to run this input, qualified as peers advertise them."""
+    required = kind.requirements(inp)
+    return frozenset(qualified_feature(kind.name, f) for f in required) if required else frozenset()
+
+
 def _log_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task failed", exc_info=task.exception())
@@ -918,6 +929,8 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
             "name": link.session.name,
             "connected": True,
             "slots": link.slots,
+            "kinds": sorted(link.kinds),
+            "features": sorted(sched.features) if sched else [],
             "running": len(sched.running) if sched else 0,
             "tasks_done": link.completed,
             "earned_micro_usd": peer_earned.get(peer_id, 0),

@@ -9,7 +9,7 @@ the current time ``now`` in seconds; it answers with decisions for the server to
     FailTask(task_id, code, message)         explicit error to the gamer
 
 Routing: a task goes to the peer expected to finish it first: among peers with a free slot that run its
-kind and have not failed it, the smallest measured latency for that kind (moving average), inflated by how
+kind, have every feature it needs (a model only some peers hold, say) and have not failed it, the smallest measured latency for that kind (moving average), inflated by how
 busy the peer already is. A peer holds its slots' tasks plus a short queue, so that its next task is there
 when a slot frees: at least ``peer_queue_per_slot`` per slot, and more for peers whose tasks are quick,
 up to about ``peer_queue_budget_ms`` of work per slot (measured service times, moving average); deep queues
@@ -93,6 +93,8 @@ class PeerState:
     kinds: frozenset[str]
     owner: str
     network: str
+    # Extras of its kinds it has installed, qualified "kind:feature" (see p2c2r.tasks).
+    features: frozenset[str] = frozenset()
     # Tasks it may hold at once: its slots plus a short queue, so that the next task is already there
     # when a slot frees (the network round trip overlaps with compute instead of adding to it).
     capacity: int = 0
@@ -114,6 +116,8 @@ class TaskEntry:
     submitted_at: float
     deadline_at: float
     latency_critical: bool = False
+    # Features a peer must have to run it, qualified like PeerState.features; usually none.
+    needs: frozenset[str] = frozenset()
     # Replicas that must agree before the result is accepted (quorum); 1 = a single attempt.
     replicas: int = 1
     attempts_failed: int = 0
@@ -198,10 +202,11 @@ class Scheduler:
         now: float,
         owner: str | None = None,
         network: str = "",
+        features: Iterable[str] = (),
     ) -> list[Decision]:
         if peer_id in self.peers:
             raise ValueError(f"peer {peer_id} is already connected")
-        peer = PeerState(peer_id, slots, frozenset(kinds), owner or peer_id, network,
+        peer = PeerState(peer_id, slots, frozenset(kinds), owner or peer_id, network, frozenset(features),
                          capacity=slots * (1 + self._peer_queue_per_slot))
         self.peers[peer_id] = peer
         self._free_slots += max(0, peer.free_slots)
@@ -232,6 +237,7 @@ class Scheduler:
         latency_critical: bool = False,
         replicas: int = 1,
         submitted_at: float | None = None,
+        needs: Iterable[str] = (),
     ) -> list[Decision]:
         if task_id in self.tasks:
             return []
@@ -243,6 +249,7 @@ class Scheduler:
             submitted_at if submitted_at is not None else now,
             deadline_at,
             latency_critical=latency_critical,
+            needs=frozenset(needs),
             replicas=replicas,
         )
         self.tasks[task_id] = task
@@ -466,6 +473,8 @@ class Scheduler:
         avoid_networks = {self.peers[p].network for p in avoid if p in self.peers and self.peers[p].network}
         for peer in self.peers.values():
             if peer.free_slots <= 0 or task.kind not in peer.kinds or peer.peer_id in avoid:
+                continue
+            if task.needs and not task.needs <= peer.features:
                 continue
             if task.replicas > 1 and (peer.owner in avoid_owners or (peer.network and peer.network in avoid_networks)):
                 continue

@@ -246,7 +246,7 @@ class CoordinatorServer:
         try:
             if hello.role == "peer":
                 await self.store.upsert_peer(client_id, hello.name, hello.public_key)
-                self.coordinator.peer_joined(session, slots=hello.slots, kinds=hello.kinds)
+                self.coordinator.peer_joined(session, slots=hello.slots, kinds=hello.kinds, features=hello.features)
             else:
                 await self.store.upsert_gamer(client_id, hello.name, hello.public_key)
                 await self.gate.admit_gamer(client_id)

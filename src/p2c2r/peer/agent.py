@@ -36,7 +36,7 @@ from p2c2r.network_config import (
     RECONNECT_BACKOFF_MAX_S,
 )
 from p2c2r.outbox import Outbox, immediate_sender
-from p2c2r.tasks import registry
+from p2c2r.tasks import installed_features, registry
 from p2c2r.workers import JobOutcome, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class PeerAgent:
                      if nonce is not None else None)
         await ws.send(p.encode(p.Hello(
             role="peer", protocol=p.PROTOCOL_VERSION, name=self.settings.name, resume_id=self.peer_id,
-            slots=self.settings.slots, kinds=sorted(registry()), device=_device(),
+            slots=self.settings.slots, kinds=sorted(registry()), features=installed_features(), device=_device(),
             public_key=self.identity.public_key, signature=signature, batch=True,
         )))
         try:

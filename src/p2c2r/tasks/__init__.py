@@ -14,7 +14,7 @@ from types import MappingProxyType
 from p2c2r.errors import UnknownTaskKind
 from p2c2r.tasks.base import TaskKind, Verdict
 
-__all__ = ["KIND_MODULES", "TaskKind", "Verdict", "get_kind", "registry"]
+__all__ = ["KIND_MODULES", "TaskKind", "Verdict", "get_kind", "installed_features", "qualified_feature", "registry"]
 
 KIND_MODULES: tuple[str, ...] = (
     "p2c2r.tasks.pathfinding",
@@ -39,3 +39,13 @@ def get_kind(name: str) -> TaskKind:
         return kinds[name]
     except KeyError:
         raise UnknownTaskKind(name, tuple(kinds)) from None
+
+
+def qualified_feature(kind_name: str, feature: str) -> str:
+    """A kind's feature as peers advertise it and the scheduler matches it: ``kind:feature``."""
+    return f"{kind_name}:{feature}"
+
+
+def installed_features() -> list[str]:
+    """Every feature that this machine can serve, of every kind, qualified and sorted (a peer's Hello)."""
+    return sorted(qualified_feature(name, f) for name, kind in registry().items() for f in kind.features())

@@ -14,6 +14,11 @@ A task kind is one module under ``p2c2r.tasks`` that defines:
     agree(a, b) -> bool            two outputs for the same input match within tolerance (quorum, audits)
     example(rng, size="small") -> raw input (builtins only) a user could send
     warm_up() -> None              optional: run every JIT-compiled path once (start-up, not per request)
+    requirements(inp) -> frozenset[str]   optional: features a peer must have installed to run this input
+                                   (say a model that only some peers hold); empty (the default): any peer
+                                   running the kind can
+    features() -> frozenset[str]   optional: the features this installation can serve (cheap; peers
+                                   advertise them in their Hello); default: none
 
 ``compute`` may assume its input came from ``parse_input``; ``verify`` may assume its output came from
 ``parse_output`` (shape is right) but must not trust any value in it.
@@ -31,6 +36,16 @@ from typing import Any
 import msgspec
 
 from p2c2r.errors import TaskInputError, TaskOutputError
+
+NO_FEATURES: frozenset[str] = frozenset()
+
+
+def _no_requirements(inp: Any) -> frozenset[str]:
+    return NO_FEATURES
+
+
+def _no_features() -> frozenset[str]:
+    return NO_FEATURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +82,8 @@ class TaskKind:
     example: Callable[..., Any]
     # Optional: compile or load every JIT kernel the kind can reach (else a generic run of the examples).
     warm_up: Callable[[], None] | None = None
+    requirements: Callable[[Any], frozenset[str]] = _no_requirements
+    features: Callable[[], frozenset[str]] = _no_features
 
     @classmethod
     def from_module(cls, module: ModuleType) -> TaskKind:
@@ -83,6 +100,8 @@ class TaskKind:
             agree=module.agree,
             example=module.example,
             warm_up=getattr(module, "warm_up", None),
+            requirements=getattr(module, "requirements", _no_requirements),
+            features=getattr(module, "features", _no_features),
         )
 
 

@@ -41,10 +41,12 @@ first passing sample (or a lucky stale line) is caught there, by the coordinator
 banned. A fallback claim is always replayed. Version 1 replayed the ranking every time (verify cost 0.9 x
 compute); version 2 added ``attempt`` and changed the draws, so its lines differ from version 1's.
 
-Other models: the input's ``model`` names a backend in ``_BACKEND_LOADERS`` (see :class:`DialogueBackend`).
-A peer that runs a larger local model advertises its id; registering that id here with a deterministic
-backend makes tasks naming it valid. Until then such tasks are refused with a ``TaskInputError`` on
-``model``.
+Other models: the input's ``model`` names an entry of ``MODELS`` (see :class:`DialogueBackend` and
+:class:`ModelBackend`). The shipped ``ngram-v1`` runs on every peer; any other model runs only where it is
+installed: :func:`features` lists the installed ones (``model=ID``), peers advertise them, and
+:func:`requirements` makes the scheduler send a task naming such a model only to peers that have it. A model
+id not in ``MODELS``, or not installed on the machine parsing the input (the coordinator must have every
+model it accepts tasks for, to verify them), is refused with a ``TaskInputError`` on ``model``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ import msgspec
 from msgspec import Meta
 
 from p2c2r.errors import TaskInputError, TaskOutputError
-from p2c2r.tasks.base import Verdict, convert_input, convert_output
+from p2c2r.tasks.base import NO_FEATURES, Verdict, convert_input, convert_output
 
 NAME = "ai_npc_dialogue"
 VERSION = "2"
@@ -271,8 +273,11 @@ def parse_input(raw: Any) -> Input:
         raise TaskInputError("persona", f"unknown persona {inp.persona!r}; known: {known}")
     if inp.mood not in MOODS:
         raise TaskInputError("mood", f"unknown mood {inp.mood!r}; known: {', '.join(MOODS)}")
-    if inp.model not in _BACKEND_LOADERS:
-        raise TaskInputError("model", f"unknown model id {inp.model!r}; known: {', '.join(_BACKEND_LOADERS)}")
+    model = MODELS.get(inp.model)
+    if model is None:
+        raise TaskInputError("model", f"unknown model id {inp.model!r}; known: {', '.join(MODELS)}")
+    if not model.installed():
+        raise TaskInputError("model", f"model {inp.model!r} is not installed on this machine")
     return inp
 
 
@@ -936,12 +941,46 @@ def load_ngram_backend() -> NgramBackend:
     return NgramBackend.from_bytes(data_file("model.msgpack"))
 
 
-# Model ids a task may name, each with the loader of its backend. A new id (say a larger model that some
-# peers run locally) is added here with a loader returning a DialogueBackend; keep every loader cached.
-_BACKEND_LOADERS: Mapping[str, Callable[[], DialogueBackend]] = MappingProxyType(
-    {NGRAM_MODEL_ID: load_ngram_backend}
-)
+def _shipped() -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBackend:
+    """A model a task may name: how to load its backend, and whether this machine has it."""
+
+    load: Callable[[], DialogueBackend]
+    """Cached (called on every compute and verify)."""
+    installed: Callable[[], bool] = _shipped
+    """Cheap, without loading the model (called on every parse): whether this machine can run it, say
+    because its weights are present. Peers advertise only installed models."""
+
+
+# Model ids a task may name. A new id (say a larger model that some peers run locally) is added here with a
+# cached loader returning a DialogueBackend and an ``installed`` check; ids must be valid in a feature name
+# (letters, digits and ``_.:=+-``).
+MODELS: Mapping[str, ModelBackend] = MappingProxyType({NGRAM_MODEL_ID: ModelBackend(load_ngram_backend)})
 
 
 def _backend(model_id: str) -> DialogueBackend:
-    return _BACKEND_LOADERS[model_id]()
+    return MODELS[model_id].load()
+
+
+def model_feature(model_id: str) -> str:
+    """The feature a peer advertises (within this kind) when it has ``model_id`` installed."""
+    return f"model={model_id}"
+
+
+def requirements(inp: Input) -> frozenset[str]:
+    """Any peer of the kind runs the shipped model (peers that predate features too); another model needs
+    a peer that has it installed."""
+    return NO_FEATURES if inp.model == NGRAM_MODEL_ID else frozenset((model_feature(inp.model),))
+
+
+def features() -> frozenset[str]:
+    """The models beyond the shipped one that this machine can run, as features."""
+    return frozenset(
+        model_feature(model_id)
+        for model_id, model in MODELS.items()
+        if model_id != NGRAM_MODEL_ID and model.installed()
+    )
