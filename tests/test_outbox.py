@@ -71,6 +71,30 @@ async def test_what_queues_behind_a_slow_send_goes_out_together():
     assert [len(m) for m in out.messages()] == [1, 3]
 
 
+async def test_a_reader_that_stops_reading_is_reported_once_and_its_backlog_stays_bounded():
+    out = Recorder()
+    out.gate = asyncio.Event()  # the other side stopped reading: the first send never completes
+    overflows: list[int] = []
+    limit = sum(len(fetch(i)) for i in range(1, 11))  # room for messages 1 to 10
+    box = Outbox(out.send, batch=True, max_frame_bytes=1 << 20, max_queued_bytes=limit,
+                 on_overflow=overflows.append)
+    writer = asyncio.create_task(box.run())
+    box.put(fetch(0))
+    await asyncio.sleep(0)  # the writer takes it and blocks in send
+    assert box.queued_bytes == 0
+    for i in range(1, 11):
+        box.put(fetch(i))
+    assert box.queued_bytes == limit and overflows == []
+    for i in range(11, 100):  # past the limit: dropped, reported once
+        box.put(fetch(i))
+    assert overflows == [limit] and box.queued_bytes == limit and box.overflowed
+    # If it reads again, what was queued before the limit still leaves, and then the writer stops.
+    out.gate.set()
+    await asyncio.wait_for(writer, 5)
+    sent = [m.task_id for frame in out.messages() for m in (frame if isinstance(frame, list) else [frame])]
+    assert sent == [f"task-{i}" for i in range(11)] and box.queued_bytes == 0
+
+
 async def test_batches_stay_under_the_frame_limit_and_the_message_cap():
     one = len(fetch(0))
     out = await send_all(10, max_frame_bytes=3 * one + 3, max_batch=4)

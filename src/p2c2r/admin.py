@@ -37,6 +37,7 @@ from p2c2r.network_config import (
     FREE_ALLOWANCE_MICRO_USD,
     HANDSHAKE_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    MAX_BACKLOG_BYTES,
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_IN_FLIGHT_PER_GAMER,
     MAX_MESSAGE_BYTES,
@@ -81,6 +82,9 @@ def add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"submits per gamer in one burst (default {SUBMIT_BURST})")
     group.add_argument("--max-connections-per-address", type=int, default=None, metavar="N",
                        help=f"open connections from one IP address (default {MAX_CONNECTIONS_PER_ADDRESS})")
+    group.add_argument("--max-backlog-bytes", type=int, default=None, metavar="N",
+                       help=f"bytes of messages held for a connection that does not read them before it is "
+                            f"closed (default {MAX_BACKLOG_BYTES}; 0 = no limit)")
 
 
 def apply_cloud_arguments(args: argparse.Namespace, settings: Any) -> None:
@@ -102,6 +106,8 @@ def apply_cloud_arguments(args: argparse.Namespace, settings: Any) -> None:
             setattr(settings, field, value)
     if args.idle_timeout is not None:
         settings.idle_timeout_s = args.idle_timeout or None
+    if args.max_backlog_bytes is not None:
+        settings.max_backlog_bytes = args.max_backlog_bytes or None
 
 
 def _usd(text: str) -> int:

@@ -36,6 +36,10 @@ SUBMIT_RATE_PER_S = 1000.0
 SUBMIT_BURST = 2000
 # Open WebSocket connections from one IP address (an upgrade past it is answered HTTP 429).
 MAX_CONNECTIONS_PER_ADDRESS = 64
+# Bytes of messages the coordinator holds for one connection that does not read them (its socket's buffers
+# full): past it the connection is closed (CLOSE_BACKLOG) rather than the coordinator's memory growing; the
+# client reconnects and fetches the results it missed. Eight of the largest messages.
+MAX_BACKLOG_BYTES = 8 * MAX_MESSAGE_BYTES
 # A connection that sends nothing for this long is closed (CLOSE_IDLE); gamers send a keepalive well
 # within it, peers send heartbeats every HEARTBEAT_INTERVAL_S.
 IDLE_TIMEOUT_S = 60.0

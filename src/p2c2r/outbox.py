@@ -50,11 +50,18 @@ def immediate_sender(ws: Connection) -> SendNow:
 
 class Outbox:
     def __init__(self, send_frame: SendFrame, *, batch: bool, max_frame_bytes: int,
-                 max_batch: int = MAX_BATCH_MESSAGES, send_now: SendNow | None = None) -> None:
+                 max_batch: int = MAX_BATCH_MESSAGES, send_now: SendNow | None = None,
+                 max_queued_bytes: int | None = None, on_overflow: Callable[[int], None] | None = None) -> None:
         """``batch``: whether the other side reads batch frames. A batch stays under ``max_frame_bytes``
         (the other side's message limit); a single message larger than that still goes alone, and the other
-        side answers it as too large."""
+        side answers it as too large. ``max_queued_bytes``: the most that may wait (None: no limit); a
+        message that would go past it is dropped, as is every later one, and ``on_overflow`` is called once
+        with the bytes waiting: the other side is not reading, and its owner should close the connection."""
         self._send_frame = send_frame
+        self._max_queued_bytes = max_queued_bytes
+        self._on_overflow = on_overflow
+        self._queued_bytes = 0
+        self.overflowed = False
         self._send_now = send_now
         self._sent_now_this_turn = False
         self._last_batch_size = 0
@@ -81,9 +88,26 @@ class Outbox:
             self._sent_now_this_turn = True
             asyncio.get_running_loop().call_soon(self._next_turn)
             return
+        if self._max_queued_bytes is not None and self._queued_bytes + len(encoded) > self._max_queued_bytes:
+            self._overflow()
+            return
         self._queue.append(encoded)
+        self._queued_bytes += len(encoded)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
+
+    def _overflow(self) -> None:
+        if self.overflowed:
+            return
+        self.overflowed = True
+        self._closing = True  # nothing more is queued; what waits may still leave if the other side reads
+        log.info("outbox over its limit: %d bytes waiting", self._queued_bytes)
+        if self._on_overflow is not None:
+            self._on_overflow(self._queued_bytes)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
 
     def _next_turn(self) -> None:
         self._sent_now_this_turn = False
@@ -116,6 +140,7 @@ class Outbox:
                 message = queue.popleft()
                 size += len(message)
                 taken.append(message)
+            self._queued_bytes -= size
             await self._send_frame(batch_frame(taken))
             self._last_batch_size = len(taken)
             self.frames_sent += 1

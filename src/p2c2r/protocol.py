@@ -45,6 +45,8 @@ CLOSE_TOO_MANY_CONNECTIONS = 4007
 CLOSE_IDLE = 4008
 # Another connection signed in with the same key (two processes share one key file): not retried.
 CLOSE_REPLACED = 4009
+# The client stopped reading while messages for it piled up past the coordinator's backlog limit.
+CLOSE_BACKLOG = 4010
 CLOSE_SHUTTING_DOWN = 1001
 
 # Error codes carried in Error.code

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2c2r.cloud import ledger
-from p2c2r.cloud.coordinator import Coordinator
+from p2c2r.cloud.coordinator import CACHE_COUNT_MAX_AGE_S, Coordinator
 from p2c2r.cloud.metrics import Telemetry
 from p2c2r.cloud.store import Store
 
@@ -182,3 +182,22 @@ def test_recent_history_buckets_rates_and_percentiles(coordinator):
     assert sum(recent["throughput_per_s"]["peer"]) == 0
     assert recent["kinds"]["physics"]["recent_n"] == 0 and recent["kinds"]["physics"]["p50_ms"] is None
     assert recent["kinds"]["physics"]["completed"] == 10
+
+
+
+async def test_the_cache_count_in_the_stats_is_refreshed_at_most_once_a_second(tmp_path):
+    clock = FakeClock()
+    store = Store(tmp_path / "stats.db")
+    store.open()
+    try:
+        coordinator = Coordinator(store, clock=clock)
+        assert coordinator.public_stats()["cache"]["entries"] == 0
+        await store.write(lambda conn: conn.execute(
+            "INSERT INTO results (cache_key, kind, version, output, created_at, expires_at) "
+            "VALUES ('k', 'physics', '1', x'00', 0, 1e12)"))
+        stats = coordinator.public_stats()
+        assert stats["cache"]["entries"] == 0  # counted less than CACHE_COUNT_MAX_AGE_S ago
+        clock.t += CACHE_COUNT_MAX_AGE_S
+        assert coordinator.public_stats()["cache"]["entries"] == 1
+    finally:
+        store.close()

@@ -131,3 +131,22 @@ async def test_connections_per_address_are_capped_with_http_429(small_queue):
 
         again = await asyncio.wait_for(one_more(), scaled(10))
         await again.close()
+
+
+async def test_a_client_that_sends_and_never_reads_is_closed_at_the_backlog_limit(procs):
+    cloud = procs.cloud(extra=["--max-backlog-bytes", "1000000"])
+    async with GamerClient(cloud.url, name="honest_reader") as honest:
+        # max_queue=1: past one unread message the client stops reading its socket, and what the coordinator
+        # sends it piles up there. Each StatsRequest is answered with a few kB: amplification to lean on.
+        async with websockets.connect(cloud.url, max_queue=1) as flooder:
+            await sign_in(flooder, role="gamer", name="flooder")
+            frame = p.batch_frame([p.encode(p.StatsRequest())] * p.MAX_BATCH_MESSAGES)
+
+            async def flood() -> None:
+                while True:
+                    await flooder.send(frame)
+
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(flood(), scaled(30))
+        stats = await honest.stats()  # the coordinator kept serving everyone else
+    assert stats["backlog_closes"] == 1

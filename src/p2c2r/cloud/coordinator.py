@@ -49,6 +49,8 @@ EVENT_FEED_LENGTH = 200
 EARNINGS_FLUSH_S = 0.05
 # Tasks with deadlines this short are worth a hedged second copy when they run late.
 LATENCY_CRITICAL_MS = 1000
+# The stats' count of cache entries is refreshed at most this often (see Coordinator.cache_entries).
+CACHE_COUNT_MAX_AGE_S = 1.0
 
 
 class Session(Protocol):
@@ -121,6 +123,7 @@ class Counters:
     rerouted: int = 0
     invalid_results: int = 0
     bad_messages: int = 0
+    backlog_closes: int = 0  # connections closed because they stopped reading (see ServerSettings)
     not_assigned: int = 0
     hedges: int = 0
     quorum_tasks: int = 0
@@ -191,6 +194,8 @@ class Coordinator:
         self.peer_names: dict[str, str] = {}
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENT_FEED_LENGTH)
         self.started_at = time.time()
+        self._cache_entries: int | None = None
+        self._cache_entries_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -878,6 +883,16 @@ class Coordinator:
     def public_stats(self) -> dict[str, Any]:
         return stats_snapshot(self)
 
+    def cache_entries(self) -> int:
+        """Live rows of the results cache, counted at most once per ``CACHE_COUNT_MAX_AGE_S``: the count
+        walks an index of up to a day of results (milliseconds at a few hundred thousand), and anyone may
+        ask for the stats that show it."""
+        now = self._clock()
+        if self._cache_entries is None or now - self._cache_entries_at >= CACHE_COUNT_MAX_AGE_S:
+            self._cache_entries = self.store.cache_entries(time.time())
+            self._cache_entries_at = now
+        return self._cache_entries
+
     def summary_lines(self) -> list[str]:
         fees = self.store.balance(ledger.FEES_ACCOUNT)
         compute = self.store.balance(ledger.COMPUTE_ACCOUNT)
@@ -951,9 +966,10 @@ def stats_snapshot(coordinator: Coordinator, *, include_gamers: bool = False) ->
             "by_kind": dict(c.counters.by_kind_completed),
             "by_source": dict(c.counters.by_source),
         },
-        "cache": {"entries": store.cache_entries(now), "hits": c.counters.cache_hits, "misses": c.counters.cache_misses},
+        "cache": {"entries": c.cache_entries(), "hits": c.counters.cache_hits, "misses": c.counters.cache_misses},
         "cloud_fallback": c.counters.fallbacks,
         "rerouted": c.counters.rerouted,
+        "backlog_closes": c.counters.backlog_closes,
         "invalid_results": c.counters.invalid_results,
         "validation": {
             "invalid_results": c.counters.invalid_results,

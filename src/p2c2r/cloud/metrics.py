@@ -239,6 +239,8 @@ class _LiveCollector(Collector):
         yield counter("p2c2r_cache_hits", "Tasks answered from the result cache", counters.cache_hits)
         yield counter("p2c2r_cache_misses", "Tasks not found in the result cache", counters.cache_misses)
         yield counter("p2c2r_bad_messages", "Malformed or unexpected messages received", counters.bad_messages)
+        yield counter("p2c2r_backlog_closes", "Connections closed for not reading their messages",
+                      counters.backlog_closes)
         yield gauge("p2c2r_queue_depth", "Tasks waiting for a free peer slot", c.scheduler.queue_depth)
         yield gauge("p2c2r_tasks_in_flight", "Attempts running on peers", c.scheduler.in_flight)
         yield gauge("p2c2r_tasks_active", "Tasks accepted and not yet finished", len(c.tasks))

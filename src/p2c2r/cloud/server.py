@@ -16,6 +16,7 @@ import secrets
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from p2c2r.network_config import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_MISSES_ALLOWED,
     IDLE_TIMEOUT_S,
+    MAX_BACKLOG_BYTES,
     MAX_CONNECTIONS_PER_ADDRESS,
     MAX_IN_FLIGHT_PER_GAMER,
     MAX_MESSAGE_BYTES,
@@ -50,6 +52,9 @@ from p2c2r.network_config import (
 from p2c2r.outbox import Outbox, immediate_sender
 
 log = logging.getLogger(__name__)
+
+# A connection closed for not reading gets this long for the closing handshake before its link is cut.
+UNREAD_CLOSE_GRACE_S = 2.0
 
 SUMMARY_INTERVAL_S = 10.0
 
@@ -71,6 +76,7 @@ class ServerSettings:
     submit_rate_per_s: float | None = SUBMIT_RATE_PER_S
     submit_burst: int = SUBMIT_BURST
     max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS
+    max_backlog_bytes: int | None = MAX_BACKLOG_BYTES
     fallback_workers: int = 1
     # Access: open (trust on first use, with a one-time free allowance) or closed (allow-list only)
     closed: bool = False
@@ -85,7 +91,8 @@ class WsSession:
     """One authenticated connection: its id, its label, and a non-blocking ``send``."""
 
     def __init__(self, ws: ServerConnection, client_id: str, name: str, role: str, *, batch: bool,
-                 max_frame_bytes: int) -> None:
+                 max_frame_bytes: int, max_backlog_bytes: int | None = None,
+                 on_backlog: Callable[[WsSession, int], None] | None = None) -> None:
         self.ws = ws
         self.client_id = client_id
         self.name = name
@@ -93,13 +100,32 @@ class WsSession:
         self.last_recv = time.monotonic()  # the idle timeout's clock (cloud/gate.py)
         remote = ws.remote_address
         self.address = str(remote[0]) if remote else "?"
-        self._outbox = Outbox(ws.send, batch=batch, max_frame_bytes=max_frame_bytes, send_now=immediate_sender(ws))
+        self._outbox = Outbox(ws.send, batch=batch, max_frame_bytes=max_frame_bytes, send_now=immediate_sender(ws),
+                              max_queued_bytes=max_backlog_bytes,
+                              on_overflow=(lambda waiting: on_backlog(self, waiting)) if on_backlog else None)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         self.closed = False
 
     def send(self, message: msgspec.Struct) -> None:
         if not self.closed:
             self._outbox.put(p.encode(message))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """``send`` for a message already encoded (one encoding that several replies share)."""
+        if not self.closed:
+            self._outbox.put(frame)
+
+    def drop_unread(self, close_code: int, reason: str) -> None:
+        """Close a connection that is not reading: nothing more is sent, and since the closing handshake may
+        never complete, the link is cut after ``UNREAD_CLOSE_GRACE_S``."""
+        self.stop_sending()
+        asyncio.get_running_loop().create_task(self._close_or_abort(close_code, reason))
+
+    async def _close_or_abort(self, close_code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(close_code, reason[:120]), UNREAD_CLOSE_GRACE_S)
+        except TimeoutError:
+            self.ws.transport.abort()
 
     async def _write_loop(self) -> None:
         try:
@@ -241,7 +267,8 @@ class CoordinatorServer:
         except websockets.ConnectionClosed:
             return
         session = WsSession(ws, client_id, hello.name, hello.role, batch=hello.batch,
-                            max_frame_bytes=self.settings.max_message_bytes)
+                            max_frame_bytes=self.settings.max_message_bytes,
+                            max_backlog_bytes=self.settings.max_backlog_bytes, on_backlog=self._on_backlog)
         self._sessions[client_id] = session
         try:
             if hello.role == "peer":
@@ -302,10 +329,16 @@ class CoordinatorServer:
         max_bytes = self.settings.max_message_bytes
         async for frame in session.ws:
             session.last_recv = time.monotonic()
+            # Stats requests of one frame share one answer: a batch of 1,024 costs one computation.
+            stats_reply: bytes | None = None
             for msg in p.decode_client_frame(frame, max_bytes=max_bytes):
                 if isinstance(msg, RemoteProtocolError):
                     coordinator.counters.bad_messages += 1
                     session.send(p.Error(msg.code, str(msg)[:2000]))
+                elif isinstance(msg, p.StatsRequest):
+                    if stats_reply is None:
+                        stats_reply = p.encode(p.Stats(coordinator.public_stats()))
+                    session.send_encoded(stats_reply)
                 elif is_peer:
                     if isinstance(msg, p.PeerResult):
                         coordinator.peer_heartbeat(session)
@@ -315,20 +348,23 @@ class CoordinatorServer:
                     elif isinstance(msg, p.PeerError):
                         coordinator.peer_heartbeat(session)
                         coordinator.peer_error(session, msg)
-                    elif isinstance(msg, p.StatsRequest):
-                        session.send(p.Stats(coordinator.public_stats()))
                     else:
                         self._unexpected(session, msg)
                 elif isinstance(msg, p.Submit):
                     coordinator.submit(session, msg)
                 elif isinstance(msg, p.Fetch):
                     coordinator.fetch(session, msg)
-                elif isinstance(msg, p.StatsRequest):
-                    session.send(p.Stats(coordinator.public_stats()))
                 elif isinstance(msg, p.Heartbeat):
                     pass
                 else:
                     self._unexpected(session, msg)
+
+    def _on_backlog(self, session: WsSession, waiting_bytes: int) -> None:
+        # It sends and does not read: rather than hold ever more for it, let it go (a client reconnects and
+        # fetches its results; a peer's work is re-routed as for any lost peer).
+        self.coordinator.counters.backlog_closes += 1
+        log.warning("closing %s %s: %d bytes wait for it to read", session.role, session.client_id, waiting_bytes)
+        session.drop_unread(p.CLOSE_BACKLOG, f"not reading: {waiting_bytes} bytes of messages wait for you")
 
     def _unexpected(self, session: WsSession, msg: Any) -> None:
         self.coordinator.counters.bad_messages += 1
