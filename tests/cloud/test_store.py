@@ -216,3 +216,28 @@ async def test_balances_follow_every_commit_including_another_process_writes(sto
     assert store.balance("gamer:gamer_1") == full_sums()["gamer:gamer_1"]
     assert store.balances("gamer:") == {"gamer:gamer_1": full_sums()["gamer:gamer_1"]}
     assert sum(store.balances().values()) == store.ledger_total() == 0
+
+
+async def test_expired_cache_rows_are_purged_in_chunks_with_other_writes_committing_between(store, monkeypatch):
+    from p2c2r.cloud import store as store_module
+
+    monkeypatch.setattr(store_module, "PURGE_CHUNK_ROWS", 7)
+    now = 1_000.0
+
+    def fill(conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO results (cache_key, kind, version, output, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(f"old{i}", "physics", "1", b"x", 0.0, now - i) for i in range(50)]  # 50 expired (one exactly now)
+            + [(f"live{i}", "physics", "1", b"x", 0.0, now + 1 + i) for i in range(5)])
+
+    await store.write(fill)
+    assert store.cached_output("old3", now) is None and store.cached_output("live0", now) == b"x"
+    commits_before = store.commits
+    purge = asyncio.ensure_future(store.purge_expired(now))
+    await asyncio.sleep(0)  # the first chunk is queued
+    between = store.add_task(row(1))  # a task's row, waiting for its Ack
+    await between
+    assert not purge.done()  # it committed between two chunks, not after the whole purge
+    assert await purge == 50
+    assert store.commits - commits_before >= 50 // 7 + 1
+    assert read(store, "SELECT cache_key FROM results ORDER BY cache_key") == [(f"live{i}",) for i in range(5)]

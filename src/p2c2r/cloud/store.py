@@ -47,6 +47,8 @@ MAX_JOBS_PER_COMMIT = 2048
 WRITE_BEHIND_DELAY_S = 0.05
 # How often the WAL is copied into the database (see _Checkpointer).
 CHECKPOINT_INTERVAL_S = 2.0
+# Expired cache rows deleted per commit (a few milliseconds of the writer's time; see Store.purge_expired).
+PURGE_CHUNK_ROWS = 250
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -175,6 +177,9 @@ _INSERT_LEDGER = (
     "INSERT INTO ledger (posting_key, task_id, account, amount_micro_usd, memo, created_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _PEER_DID_ONE = "UPDATE peers SET tasks_done = tasks_done + 1 WHERE id = ?"
+_PURGE_CHUNK = (
+    "DELETE FROM results WHERE rowid IN (SELECT rowid FROM results WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+)
 # Written-behind statements run in this order within a commit: an attempt is inserted before it is finished.
 _BEHIND_ORDER = {_INSERT_ATTEMPT: 0, _FINISH_ATTEMPT: 1, _SAVE_TRUST: 2}
 
@@ -661,8 +666,18 @@ class Store:
     def note_invalid(self, peer_id: str) -> asyncio.Future[Any]:
         return self._execute("UPDATE peers SET tasks_invalid = tasks_invalid + 1 WHERE id = ?", (peer_id,))
 
-    def purge_expired(self, now: float) -> asyncio.Future[Any]:
-        return self.write(lambda conn: conn.execute("DELETE FROM results WHERE expires_at <= ?", (now,)).rowcount)
+    async def purge_expired(self, now: float) -> int:
+        """Delete the cache rows expired by ``now``, ``PURGE_CHUNK_ROWS`` per commit; returns how many.
+
+        In chunks because the writer runs one job at a time: one DELETE of a minute's expired rows at a few
+        thousand tasks a second (100,000 rows: 0.6 s, measured) held up every commit behind it, and with them
+        the Acks of new tasks. Between chunks, whatever was queued meanwhile commits."""
+        purged = 0
+        while True:
+            deleted = await self.write(lambda conn: conn.execute(_PURGE_CHUNK, (now, PURGE_CHUNK_ROWS)).rowcount)
+            purged += deleted
+            if deleted < PURGE_CHUNK_ROWS:
+                return purged
 
     # Reading ----------------------------------------------------------------------------------------
 
