@@ -34,6 +34,8 @@ from p2c2r.cloud import ledger
 from p2c2r.cloud.store import SCHEMA
 from p2c2r.network_config import (
     DEFAULT_DB_PATH,
+    FETCH_BURST,
+    FETCH_RATE_PER_S,
     FREE_ALLOWANCE_MICRO_USD,
     HANDSHAKE_TIMEOUT_S,
     IDLE_TIMEOUT_S,
@@ -80,6 +82,10 @@ def add_cloud_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"submits a second per gamer (default {SUBMIT_RATE_PER_S:g})")
     group.add_argument("--submit-burst", type=int, default=None, metavar="N",
                        help=f"submits per gamer in one burst (default {SUBMIT_BURST})")
+    group.add_argument("--fetch-rate", type=float, default=None, metavar="N",
+                       help=f"fetches a second per gamer (default {FETCH_RATE_PER_S:g})")
+    group.add_argument("--fetch-burst", type=int, default=None, metavar="N",
+                       help=f"fetches per gamer in one burst (default {FETCH_BURST})")
     group.add_argument("--max-connections-per-address", type=int, default=None, metavar="N",
                        help=f"open connections from one IP address (default {MAX_CONNECTIONS_PER_ADDRESS})")
     group.add_argument("--max-backlog-bytes", type=int, default=None, metavar="N",
@@ -98,6 +104,8 @@ def apply_cloud_arguments(args: argparse.Namespace, settings: Any) -> None:
         ("max_in_flight", "max_in_flight_per_gamer"),
         ("submit_rate", "submit_rate_per_s"),
         ("submit_burst", "submit_burst"),
+        ("fetch_rate", "fetch_rate_per_s"),
+        ("fetch_burst", "fetch_burst"),
         ("max_connections_per_address", "max_connections_per_address"),
     ]
     for flag, field in pairs:

@@ -34,6 +34,11 @@ MAX_QUEUED_TASKS = 100_000
 MAX_IN_FLIGHT_PER_GAMER = 1024
 SUBMIT_RATE_PER_S = 1000.0
 SUBMIT_BURST = 2000
+# Fetch messages a second per gamer (a fetch of a finished task is a database read). The burst covers a
+# client re-fetching all of its tasks in flight after a few reconnects in quick succession; the client
+# retries a refused fetch by itself.
+FETCH_RATE_PER_S = 1000.0
+FETCH_BURST = 4 * MAX_IN_FLIGHT_PER_GAMER
 # Open WebSocket connections from one IP address (an upgrade past it is answered HTTP 429).
 MAX_CONNECTIONS_PER_ADDRESS = 64
 # Bytes of messages the coordinator holds for one connection that does not read them (its socket's buffers

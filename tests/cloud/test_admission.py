@@ -35,6 +35,22 @@ def test_rate_limit_refuses_with_a_retry_hint():
     assert adm.admit("g", 10) is None
 
 
+def test_fetches_have_their_own_rate_limit_apart_from_submits():
+    clock = Clock()
+    adm = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=1.0, submit_burst=1, fetch_rate_per_s=2.0,
+                                    fetch_burst=3, enforce_balance=False), clock=clock)
+    assert adm.admit("g", 10) is None and adm.admit("g", 10) is not None  # the submit bucket is empty
+    assert [adm.admit_fetch("g") for _ in range(3)] == [None, None, None]  # fetches still may
+    refusal = adm.admit_fetch("g")
+    assert refusal is not None and refusal.code == p.E_RATE_LIMITED and "fetches" in refusal.message
+    assert "retry in 500 ms" in refusal.message
+    assert adm.admit_fetch("other") is None  # per gamer
+    clock.now += 0.5
+    assert adm.admit_fetch("g") is None and adm.admit_fetch("g") is not None
+    unlimited = Admission(AdmissionLimits(fetch_rate_per_s=None), clock=clock)
+    assert all(unlimited.admit_fetch("g") is None for _ in range(10_000))
+
+
 def test_in_flight_limit_counts_tracked_tasks():
     adm = Admission(AdmissionLimits(max_in_flight=2, submit_rate_per_s=None, enforce_balance=False))
     for _ in range(2):

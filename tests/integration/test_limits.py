@@ -150,3 +150,25 @@ async def test_a_client_that_sends_and_never_reads_is_closed_at_the_backlog_limi
                 await asyncio.wait_for(flood(), scaled(30))
         stats = await honest.stats()  # the coordinator kept serving everyone else
     assert stats["backlog_closes"] == 1
+
+
+async def test_fetches_past_the_rate_are_refused_and_the_client_retries_them(procs):
+    cloud = procs.cloud(extra=["--fetch-rate", "4", "--fetch-burst", "3"])
+    procs.peer(cloud, "fetch_peer")
+    await asyncio.to_thread(cloud.wait_for_peers, 1)
+    rng = random.Random(5)
+    async with GamerClient(cloud.url, name="fetcher") as client:
+        results = [await client.submit("ai_pathfinding", get_kind("ai_pathfinding").example(rng, "small"))
+                   for _ in range(6)]
+    # On the wire: past the burst, a fetch is answered rate_limited (a database read is what it would cost).
+    async with websockets.connect(cloud.url) as ws:
+        await sign_in(ws, role="gamer", name="raw_fetcher")
+        await ws.send(p.batch_frame([p.encode(p.Fetch(f"nope{i}")) for i in range(6)]))
+        replies = [p.decode_from_server(await ws.recv()) for _ in range(6)]
+    assert [r.code for r in replies] == [p.E_UNKNOWN_TASK] * 3 + [p.E_RATE_LIMITED] * 3
+    assert "retry in" in replies[3].message
+    # The client library fetches the same gamer's six results at once: three are refused for a while and
+    # fetched again, none fails.
+    async with GamerClient(cloud.url, name="fetcher") as again:
+        fetched = await asyncio.wait_for(asyncio.gather(*(again.fetch(r.task_id) for r in results)), scaled(20))
+    assert [f.output for f in fetched] == [r.output for r in results]

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 from p2c2r import protocol as p
 from p2c2r.cloud.ledger import format_usd
-from p2c2r.network_config import MAX_IN_FLIGHT_PER_GAMER, SUBMIT_BURST, SUBMIT_RATE_PER_S
+from p2c2r.network_config import (
+    FETCH_BURST,
+    FETCH_RATE_PER_S,
+    MAX_IN_FLIGHT_PER_GAMER,
+    SUBMIT_BURST,
+    SUBMIT_RATE_PER_S,
+)
 
 RELOAD_INTERVAL_S = 1.0
 
@@ -30,6 +36,8 @@ class AdmissionLimits:
     max_in_flight: int | None = MAX_IN_FLIGHT_PER_GAMER
     submit_rate_per_s: float | None = SUBMIT_RATE_PER_S
     submit_burst: int = SUBMIT_BURST
+    fetch_rate_per_s: float | None = FETCH_RATE_PER_S
+    fetch_burst: int = FETCH_BURST
     # False: balances are tracked but never refuse a task (a coordinator embedded in tests or tools).
     enforce_balance: bool = True
 
@@ -71,6 +79,7 @@ class Wallet:
     loaded: bool = False
     reloaded_at: float = float("-inf")
     bucket: TokenBucket | None = field(default=None)
+    fetch_bucket: TokenBucket | None = field(default=None)
 
     @property
     def available(self) -> int:
@@ -146,6 +155,22 @@ class Admission:
                                f"balance is {format_usd(wallet.balance)}{held}; ask the coordinator's operator "
                                f"for credit (p2c2r admin credit {gamer_id} USD)")
         return None
+
+    def admit_fetch(self, gamer_id: str) -> Refusal | None:
+        """None if the gamer may fetch a task now (a fetch may cost a database read); else why not."""
+        limits = self.limits
+        if limits.fetch_rate_per_s is None:
+            return None
+        wallet = self._wallet(gamer_id)
+        now = self._clock()
+        if wallet.fetch_bucket is None:
+            wallet.fetch_bucket = TokenBucket(limits.fetch_rate_per_s, limits.fetch_burst, now)
+        if wallet.fetch_bucket.take(now):
+            return None
+        self.refused[p.E_RATE_LIMITED] += 1
+        return Refusal(p.E_RATE_LIMITED,
+                       f"too many fetches: at most {limits.fetch_rate_per_s:g} a second (bursts of "
+                       f"{limits.fetch_burst}); retry in {wallet.fetch_bucket.wait_s() * 1000:.0f} ms")
 
     def reserve(self, gamer_id: str, price_micro_usd: int) -> None:
         wallet = self._wallet(gamer_id)

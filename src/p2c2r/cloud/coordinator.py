@@ -203,7 +203,8 @@ class Coordinator:
         # Set by the server from the database at start; guards admin-only views and endpoints.
         self.admin_token: str | None = None
         # Per-gamer submit rate, tasks in flight and balance; the server installs the configured one.
-        self.admission = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=None, enforce_balance=False))
+        self.admission = Admission(AdmissionLimits(max_in_flight=None, submit_rate_per_s=None, fetch_rate_per_s=None,
+                                                    enforce_balance=False))
 
     def _new_task_id(self) -> str:
         # Unique across restarts thanks to the boot id; cheaper than asking the OS for randomness per task.
@@ -396,6 +397,10 @@ class Coordinator:
             self._spawn(self._complete(task, cached, source="cache"))
 
     def fetch(self, gamer: Session, msg: p.Fetch) -> None:
+        refusal = self.admission.admit_fetch(gamer.client_id)
+        if refusal is not None:
+            gamer.send(p.Error(refusal.code, refusal.message, task_id=msg.task_id))
+            return
         task_id = self._by_client.get((gamer.client_id, msg.task_id))
         if task_id is not None:
             self._answer_in_progress(gamer, self.tasks[task_id])

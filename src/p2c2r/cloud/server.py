@@ -36,6 +36,8 @@ from p2c2r.network_config import (
     DEFAULT_DB_PATH,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    FETCH_BURST,
+    FETCH_RATE_PER_S,
     FREE_ALLOWANCE_MICRO_USD,
     HANDSHAKE_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
@@ -75,6 +77,8 @@ class ServerSettings:
     max_in_flight_per_gamer: int | None = MAX_IN_FLIGHT_PER_GAMER
     submit_rate_per_s: float | None = SUBMIT_RATE_PER_S
     submit_burst: int = SUBMIT_BURST
+    fetch_rate_per_s: float | None = FETCH_RATE_PER_S
+    fetch_burst: int = FETCH_BURST
     max_connections_per_address: int | None = MAX_CONNECTIONS_PER_ADDRESS
     max_backlog_bytes: int | None = MAX_BACKLOG_BYTES
     fallback_workers: int = 1
@@ -156,7 +160,8 @@ class CoordinatorServer:
         self.coordinator = Coordinator(self.store, console=self.console, fallback_workers=settings.fallback_workers,
                                        max_queued=settings.max_queued)
         self.coordinator.admission = Admission(
-            AdmissionLimits(settings.max_in_flight_per_gamer, settings.submit_rate_per_s, settings.submit_burst),
+            AdmissionLimits(settings.max_in_flight_per_gamer, settings.submit_rate_per_s, settings.submit_burst,
+                            settings.fetch_rate_per_s, settings.fetch_burst),
             balance_of=lambda gamer_id: self.store.balance(f"gamer:{gamer_id}"))
         self.gate = Gate(self.store, self.coordinator, closed=settings.closed,
                          free_allowance_micro_usd=settings.free_allowance_micro_usd,

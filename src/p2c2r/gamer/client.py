@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PERMANENT_CLOSE_CODES = {p.CLOSE_UNSUPPORTED_VERSION, p.CLOSE_UNKNOWN_ROLE, p.CLOSE_BANNED, p.CLOSE_AUTH_FAILED,
                          p.CLOSE_REPLACED}
+# A fetch the coordinator refused as over its rate is sent again after this long.
+FETCH_RETRY_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +314,13 @@ class GamerClient:
             if pending is not None:
                 pending.acked = True
         elif isinstance(msg, p.Error):
-            if msg.task_id is not None and msg.task_id in self._pending:
-                pending = self._pending.pop(msg.task_id)
+            pending = self._pending.get(msg.task_id) if msg.task_id is not None else None
+            if pending is not None and pending.acked and msg.code == p.E_RATE_LIMITED:
+                # A fetch refused for now (an acknowledged task is only ever fetched, never resubmitted):
+                # the task is fine, so ask again shortly rather than fail it.
+                asyncio.get_running_loop().call_later(FETCH_RETRY_S, self._refetch, pending.task_id)
+            elif pending is not None:
+                del self._pending[pending.task_id]
                 if not pending.future.done():
                     pending.future.set_exception(TaskFailed(msg.task_id, msg.code, msg.message))
             else:
@@ -325,6 +332,10 @@ class GamerClient:
                 if not waiter.done():
                     waiter.set_result(msg.body)
                     break
+
+    def _refetch(self, task_id: str) -> None:
+        if task_id in self._pending and self._connected.is_set():  # else the reconnect fetches it
+            self._send_soon(p.encode(p.Fetch(task_id)))
 
     def _fail_all(self, code: str, message: str) -> None:
         for pending in list(self._pending.values()):
