@@ -133,10 +133,7 @@ class Admission:
             if wallet.bucket is None:
                 wallet.bucket = TokenBucket(limits.submit_rate_per_s, limits.submit_burst, now)
             if not wallet.bucket.take(now):
-                self.refused[p.E_RATE_LIMITED] += 1
-                return Refusal(p.E_RATE_LIMITED,
-                               f"too many submits: at most {limits.submit_rate_per_s:g} a second "
-                               f"(bursts of {limits.submit_burst}); retry in {wallet.bucket.wait_s() * 1000:.0f} ms")
+                return self._rate_limited("submits", wallet.bucket)
         if limits.max_in_flight is not None and wallet.in_flight >= limits.max_in_flight:
             self.refused[p.E_TOO_MANY_IN_FLIGHT] += 1
             return Refusal(p.E_TOO_MANY_IN_FLIGHT,
@@ -165,12 +162,12 @@ class Admission:
         now = self._clock()
         if wallet.fetch_bucket is None:
             wallet.fetch_bucket = TokenBucket(limits.fetch_rate_per_s, limits.fetch_burst, now)
-        if wallet.fetch_bucket.take(now):
-            return None
+        return None if wallet.fetch_bucket.take(now) else self._rate_limited("fetches", wallet.fetch_bucket)
+
+    def _rate_limited(self, what: str, bucket: TokenBucket) -> Refusal:
         self.refused[p.E_RATE_LIMITED] += 1
-        return Refusal(p.E_RATE_LIMITED,
-                       f"too many fetches: at most {limits.fetch_rate_per_s:g} a second (bursts of "
-                       f"{limits.fetch_burst}); retry in {wallet.fetch_bucket.wait_s() * 1000:.0f} ms")
+        return Refusal(p.E_RATE_LIMITED, f"too many {what}: at most {bucket.rate:g} a second (bursts of "
+                                         f"{bucket.burst:.0f}); retry in {bucket.wait_s() * 1000:.0f} ms")
 
     def reserve(self, gamer_id: str, price_micro_usd: int) -> None:
         wallet = self._wallet(gamer_id)

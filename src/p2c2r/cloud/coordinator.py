@@ -37,7 +37,7 @@ from p2c2r.cloud.validation import TrustRecord, ValidationPolicy, check_output, 
 from p2c2r.console import Console, money
 from p2c2r.errors import StoreError, TaskInputError, UnknownTaskKind
 from p2c2r.network_config import CACHE_TTL_S, MAX_ATTEMPTS_PER_TASK, MAX_QUEUED_TASKS, terms_for
-from p2c2r.tasks import TaskKind, get_kind, qualified_feature, registry
+from p2c2r.tasks import TaskKind, feature_kind, get_kind, qualified_feature, registry
 from p2c2r.tasks.base import warm_up_kind
 from p2c2r.workers import WorkerPool
 
@@ -284,7 +284,7 @@ class Coordinator:
                     owner: str | None = None) -> None:
         usable = frozenset(kinds) & frozenset(registry())
         # Features count only within the kinds the peer runs here ("kind:feature", see p2c2r.tasks).
-        extras = frozenset(f for f in features if f.partition(":")[0] in usable)
+        extras = frozenset(f for f in features if feature_kind(f) in usable)
         self.peers[session.client_id] = PeerLink(session, slots, usable, self._clock())
         self.peer_names[session.client_id] = session.name
         for _, kind_name, consecutive, valid, invalid in self.store.trust_rows(session.client_id):

@@ -9,8 +9,8 @@ the current time ``now`` in seconds; it answers with decisions for the server to
     FailTask(task_id, code, message)         explicit error to the gamer
 
 Routing: a task goes to the peer expected to finish it first: among peers with a free slot that run its
-kind, have every feature it needs (a model only some peers hold, say) and have not failed it, the smallest measured latency for that kind (moving average), inflated by how
-busy the peer already is. A peer holds its slots' tasks plus a short queue, so that its next task is there
+kind, have every feature it needs (a model only some peers hold, say) and have not failed it, the smallest
+measured latency for that kind (moving average), inflated by how busy the peer already is. A peer holds its slots' tasks plus a short queue, so that its next task is there
 when a slot frees: at least ``peer_queue_per_slot`` per slot, and more for peers whose tasks are quick,
 up to about ``peer_queue_budget_ms`` of work per slot (measured service times, moving average); deep queues
 of quick tasks are what lets results and assignments share frames at high rates. No peer: the task waits

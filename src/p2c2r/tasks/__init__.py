@@ -14,7 +14,8 @@ from types import MappingProxyType
 from p2c2r.errors import UnknownTaskKind
 from p2c2r.tasks.base import TaskKind, Verdict
 
-__all__ = ["KIND_MODULES", "TaskKind", "Verdict", "get_kind", "installed_features", "qualified_feature", "registry"]
+__all__ = ["KIND_MODULES", "TaskKind", "Verdict", "feature_kind", "get_kind", "installed_features", "qualified_feature",
+           "registry"]
 
 KIND_MODULES: tuple[str, ...] = (
     "p2c2r.tasks.pathfinding",
@@ -44,6 +45,11 @@ def get_kind(name: str) -> TaskKind:
 def qualified_feature(kind_name: str, feature: str) -> str:
     """A kind's feature as peers advertise it and the scheduler matches it: ``kind:feature``."""
     return f"{kind_name}:{feature}"
+
+
+def feature_kind(qualified: str) -> str:
+    """The kind a qualified feature belongs to."""
+    return qualified.partition(":")[0]
 
 
 def installed_features() -> list[str]:
