@@ -9,6 +9,8 @@ step in pymunk built from the same bodies (same sub-steps and solver iterations,
     ball pit    the ``large`` example: 1,000 circles in loose rows at the bottom of a box, stirred
     settled     the same ball pit two seconds later: a pile where nearly every contact pushes
     scattered   1,000 circles spread out in a big box: mostly free flight and small islands
+    polygons    the ``polygons`` example: 300 crates, triangles, hexagons and balls tossed in a box
+    poly pile   the same two seconds later, settled into a pile of resting faces and corners
 
 Chipmunk keeps contacts between steps (it warm-starts every step from the last one) while our step is
 stateless, so pymunk is timed on a space that has already stepped once from the same state; its bodies
@@ -87,14 +89,19 @@ class PymunkScene:
         self.h = inp.dt / inp.substeps
         self.state = [columns[f].tolist() for f in ("x", "y", "vx", "vy", "angle", "angular_velocity")]
         self.bodies: list[pymunk.Body] = []
+        polygons = polygon_vertices(inp)
         for i in range(len(columns["x"])):
             mass, radius = float(columns["mass"][i]), float(columns["radius"][i])
-            if mass > 0.0:
+            outline = polygons[i]
+            if mass <= 0.0:
+                body = pymunk.Body(body_type=pymunk.Body.STATIC)
+            elif outline is None:
                 body = pymunk.Body(mass, pymunk.moment_for_circle(mass, 0.0, radius))
             else:
-                body = pymunk.Body(body_type=pymunk.Body.STATIC)
+                body = pymunk.Body(mass, pymunk.moment_for_poly(mass, outline))
             body.position = (float(columns["x"][i]), float(columns["y"][i]))
-            shape = pymunk.Circle(body, radius)
+            body.angle = float(columns["angle"][i])
+            shape = pymunk.Circle(body, radius) if outline is None else pymunk.Poly(body, outline, radius=0.0)
             shape.elasticity = float(columns["restitution"][i])
             shape.friction = float(columns["friction"][i])
             self.space.add(body, shape)
@@ -121,6 +128,21 @@ class PymunkScene:
     def step(self) -> None:
         for _ in range(self.substeps):
             self.space.step(self.h)
+
+
+def polygon_vertices(inp: physics.Input) -> list[list[tuple[float, float]] | None]:
+    """Each body's polygon as pymunk takes it (None for a circle), from the packed ``vertices``."""
+    n = len(inp.x) // 8
+    if inp.vertices is None:
+        return [None] * n
+    values = np.frombuffer(inp.vertices, dtype="<f8")
+    outlines: list[list[tuple[float, float]] | None] = []
+    at = n
+    for count in values[:n].astype(int):
+        flat = values[at : at + 2 * count]
+        outlines.append([(float(flat[2 * k]), float(flat[2 * k + 1])) for k in range(count)] or None)
+        at += 2 * count
+    return outlines
 
 
 def time_pymunk(scene: PymunkScene) -> list[float]:
@@ -173,22 +195,29 @@ def warm_up() -> None:
         x=inp.x, y=inp.y, vx=inp.vx, vy=inp.vy, angle=inp.angle, angular_velocity=inp.angular_velocity
     )
     physics.verify(inp, lazy, random.Random(0))  # a screen disagrees: the whole island is re-simulated
+    inp = physics.parse_input(physics.example(random.Random(0), "polygons"))
+    physics.verify(inp, physics.compute(inp), random.Random(0))
 
 
 def main() -> None:
     warm_up()
     ball_pit = physics.example(random.Random(1), "large")
+    polygons = physics.example(random.Random(1), "polygons")
     scenes = {
         "ball pit": ball_pit,
         "settled": settled_scene(ball_pit),
         "scattered": scattered_scene(random.Random(2)),
+        "polygons": polygons,
+        "poly pile": settled_scene(polygons),
     }
     rows = [measure(name, raw, substeps) for name, raw in scenes.items() for substeps in (1, 4, 8)]
     columns = [
         "scene", "substeps", "ours_median_ms", "ours_p99_ms", "pymunk_median_ms", "pymunk_over_ours",
         "verify_median_ms", "verify_fraction", "verify_mean_fraction", "honest_accepted",
     ]  # fmt: skip
-    harness.print_table("physics: 1,000 circles, one 1/60 s step (one core)", rows, columns)
+    harness.print_table(
+        "physics: 1,000 circles (300 polygons and circles), one 1/60 s step (one core)", rows, columns
+    )
     harness.write_json(
         "kernels_physics",
         {

@@ -413,19 +413,20 @@ def kernel_views(inp: phys.Input, out: phys.Output) -> tuple:
     w = inp.world
     bounds = [w.min_x, w.min_y, w.max_x, w.max_y, w.restitution, w.friction] if w else [0.0] * 6
     world = np.array([*bounds, *inp.gravity])
-    return bodies, claimed, world, w is not None
+    shapes = phys._Shapes.of(inp.vertices, len(bodies[0])).arguments()
+    return bodies, claimed, world, w is not None, shapes
 
 
 def suspicious_and_full(inp: phys.Input, out: phys.Output) -> tuple[bool, int]:
     """(what the cheap pass says, the code of the full checks) for one output."""
-    bodies, claimed, world, has_world = kernel_views(inp, out)
-    props, speed, slack, own_reach, cap = phys._prepare(bodies, world, has_world, inp.dt)
+    bodies, claimed, world, has_world, shapes = kernel_views(inp, out)
+    props, speed, slack, own_reach, cap = phys._prepare(bodies, world, has_world, inp.dt, shapes)
     length, _turn = phys._scales(bodies[6], bodies[0], bodies[1], bodies[4])
     suspicious = phys._suspicious(
-        bodies, props, slack, own_reach, cap, claimed, world, has_world, inp.dt, length
+        bodies, props, slack, own_reach, cap, claimed, world, has_world, inp.dt, length, shapes
     )
     full = phys._global_checks(
-        bodies, props, speed, slack, own_reach, cap, claimed, world, has_world, inp.dt, inp.substeps
+        bodies, props, speed, slack, own_reach, cap, claimed, world, has_world, inp.dt, inp.substeps, shapes
     )
     return bool(suspicious), int(full[0])
 
@@ -527,8 +528,10 @@ def test_the_overlap_screen_flags_exactly_what_the_full_check_could_reject() -> 
     y = np.zeros(14)
     pegs = [200.0 + k for k in range(10)]
 
+    circles = phys._Shapes.circles(14).arguments()
+
     def flagged(x: list[float], inv: np.ndarray = inv_mass) -> bool:
-        return bool(phys._overlap_screen(np.array(x + pegs), y, radius, inv))
+        return bool(phys._overlap_screen(np.array(x + pegs), y, y, radius, radius, inv, circles))
 
     far = 100.0
     assert not flagged([0.0, 0.6, 5.0, far])  # touching: allowed
@@ -554,7 +557,9 @@ def test_a_pile_of_static_bodies_trips_the_screens_budget_not_the_verdict() -> N
     }
     inp, out = step(raw)
     x, y = np.frombuffer(out.x), np.frombuffer(out.y)
-    assert phys._overlap_screen(x, y, np.frombuffer(inp.radius), np.frombuffer(inp.mass))
+    radius = np.frombuffer(inp.radius)
+    circles = phys._Shapes.circles(len(x)).arguments()
+    assert phys._overlap_screen(x, y, np.frombuffer(out.angle), radius, radius, np.frombuffer(inp.mass), circles)
     assert phys.verify(inp, out, random.Random(0))
 
 

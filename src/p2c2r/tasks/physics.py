@@ -52,9 +52,22 @@ from numba import njit
 
 from p2c2r.errors import TaskInputError, TaskOutputError
 from p2c2r.tasks.base import Verdict, convert_input, convert_output, require_range
+from p2c2r.tasks.physics_shapes import (
+    MAX_VERTICES,
+    collide_polygon_circle,
+    collide_polygons,
+    pack_vertices,
+    polygon_bounds,
+    polygon_circle_depth,
+    polygon_depth,
+    polygon_error,
+    polygon_outside,
+    polygon_table,
+    polygon_wall,
+)
 
 NAME = "physics"
-VERSION = "1"
+VERSION = "2"
 TOLERANCE_NOTE = (
     "outputs agree when every position, velocity, angle and angular velocity matches to 1e-9 relative "
     "(plus 1e-12 of the column's largest magnitude); the kernel is deterministic, so honest peers match bit for bit"
@@ -93,6 +106,7 @@ POSITION_ITERATIONS = 4
 PUSH_OUT_RATE = 10.0  # velocity a correction may leave behind, in smaller radii per second
 SPECULATIVE_FACTOR = 2.0  # a contact opens when its gap could close within this many sub-steps
 RESTITUTION_THRESHOLD = 2.0  # no bounce below this many steps' worth of the pair's acceleration
+BLOCK_CONDITION = 1e-3  # two points bounce together unless det K < this times k00 k11 (nearly one point)
 REACH_MARGIN_FRACTION = 0.1  # reach margin, as a fraction of the radius (room for position correction)
 REACH_INFLATION = 2.0  # a struck body's reach covers twice the fastest speed in its neighbourhood
 BIG_BODY_FACTOR = 4.0  # broad phase: extents above this many times the mean are tested against everyone
@@ -146,6 +160,9 @@ class Input(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     friction: float | FloatColumn = DEFAULT_FRICTION
     thrust_x: FloatColumn | None = None
     thrust_y: FloatColumn | None = None
+    # Convex polygons: one entry per body, null for a circle or [x0, y0, x1, y1, ...] counter-clockwise
+    # about the centroid; parse_input packs them (see physics_shapes.pack_vertices).
+    vertices: list[list[float] | None] | bytes | None = None
     gravity: tuple[float, float] = DEFAULT_GRAVITY
     world: World | None = None
     dt: float = DEFAULT_DT
@@ -253,6 +270,9 @@ def parse_input(raw: Any) -> Input:
     columns = {f: _column(getattr(inp, f), n) for f in ("x", "y", "radius", "mass", *_OPTIONAL_COLUMNS)}
     columns["restitution"] = _column(inp.restitution, n)
     columns["friction"] = _column(inp.friction, n, DEFAULT_FRICTION)
+    vertices = None if inp.vertices is None else pack_vertices(inp.vertices, n)
+    if vertices is not None:
+        _apply_polygon_extents(columns, _Shapes.of(vertices, n))
     for field, (lo, hi) in _COLUMN_LIMITS.items():
         _check_column(TaskInputError, field, columns[field], lo, hi)
 
@@ -279,8 +299,57 @@ def parse_input(raw: Any) -> Input:
     if inp.world is not None:
         _check_world(inp.world, columns, static)
 
-    packed = {field: _pack(values) for field, values in columns.items()}
+    packed: dict[str, Any] = {field: _pack(values) for field, values in columns.items()}
+    packed["vertices"] = vertices
     return msgspec.structs.replace(inp, **packed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shapes:
+    """The polygons of a scene as the kernels take them (see physics_shapes.polygon_table); all empty for circles only."""
+
+    shape_of: np.ndarray
+    poly: np.ndarray
+    sides: np.ndarray
+    poly_props: np.ndarray
+    circumradius: np.ndarray
+
+    @classmethod
+    def of(cls, vertices: bytes | None, n: int) -> _Shapes:
+        if vertices is None:
+            return cls.circles(n)
+        shape_of, poly, sides, poly_props, circumradius, bad = polygon_table(vertices, n)
+        if bad >= 0:
+            raise polygon_error(vertices, n, bad)
+        return cls(shape_of, poly, sides, poly_props, circumradius)
+
+    @classmethod
+    def circles(cls, n: int) -> _Shapes:
+        return cls(
+            shape_of=np.full(n, -1, dtype=np.int64),
+            poly=np.zeros((0, 4, MAX_VERTICES)),
+            sides=np.zeros(0, dtype=np.int64),
+            poly_props=np.zeros((2, 0)),
+            circumradius=np.zeros(n),
+        )
+
+    def arguments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (self.shape_of, self.poly, self.sides, self.poly_props)
+
+
+def _apply_polygon_extents(columns: dict[str, np.ndarray], shapes: _Shapes) -> None:
+    """A polygon body's radius is its circumradius (what the broad phase and reach work with): the input
+    gives 0 there, or that value (as parse_input writes it)."""
+    polygon = shapes.shape_of >= 0
+    radius = columns["radius"]
+    given = radius[polygon]
+    wrong = (given != 0.0) & (given != shapes.circumradius[polygon])
+    if wrong.any():
+        i = int(np.flatnonzero(polygon)[np.argmax(wrong)])
+        raise TaskInputError(
+            f"radius[{i}]", "must be 0 for a polygon body (its extent comes from its vertices)"
+        )
+    radius[polygon] = shapes.circumradius[polygon]
 
 
 def _check_world(world: World, columns: dict[str, np.ndarray], static: np.ndarray) -> None:
@@ -336,6 +405,7 @@ class _Scene:
     """The input as the kernels take it: one 12 x n float64 block (rows as in _BODY_ROWS) plus scalars."""
 
     bodies: np.ndarray
+    shapes: _Shapes
     world: np.ndarray  # min_x min_y max_x max_y restitution friction gravity_x gravity_y
     has_world: bool
     dt: float
@@ -355,6 +425,7 @@ class _Scene:
         bounds = [w.min_x, w.min_y, w.max_x, w.max_y, w.restitution, w.friction] if w else [0.0] * 6
         return cls(
             bodies=bodies,
+            shapes=_Shapes.of(_packed_vertices(inp, n), n),
             world=np.array([*bounds, *inp.gravity], dtype=np.float64),
             has_world=w is not None,
             dt=float(inp.dt),
@@ -362,12 +433,16 @@ class _Scene:
             iterations=int(inp.iterations),
         )
 
-    def arguments(self) -> tuple[Any, ...]:
-        return (self.bodies, self.world, self.has_world, self.dt, self.substeps, self.iterations)
-
     def solver(self) -> tuple[Any, ...]:
         """The trailing arguments of _simulate."""
-        return (self.world, self.has_world, self.dt, self.substeps, self.iterations)
+        return (self.shapes.arguments(), self.world, self.has_world, self.dt, self.substeps, self.iterations)
+
+
+def _packed_vertices(inp: Input, n: int) -> bytes | None:
+    """The input's polygons packed (as parse_input leaves them; packed here for an Input built directly)."""
+    if inp.vertices is None or isinstance(inp.vertices, bytes):
+        return inp.vertices
+    return pack_vertices(inp.vertices, n)
 
 
 def _output_arrays(out: Output) -> tuple[np.ndarray, ...]:
@@ -378,7 +453,7 @@ def _output_arrays(out: Output) -> tuple[np.ndarray, ...]:
 def compute(inp: Input) -> Output:
     scene = _Scene.from_input(inp)
     props, leash, pair_a, pair_b, wall_body, wall_side, _island = _plan_scene(
-        scene.bodies, scene.world, scene.has_world, scene.dt
+        scene.bodies, scene.world, scene.has_world, scene.dt, scene.shapes.arguments()
     )
     state = _simulate(scene.bodies[:6], props, leash, pair_a, pair_b, wall_body, wall_side, *scene.solver())
     return Output(**{field: row.tobytes() for field, row in zip(_STATE_FIELDS, state)})
@@ -443,9 +518,11 @@ def _verify_packed(
         else (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     )
     gx, gy = inp.gravity
+    n = len(rows[0]) // 8
+    shapes = _Shapes.circles(n) if inp.vertices is None else _Shapes.of(_packed_vertices(inp, n), n)
     code, body, other, value = _verify_kernel(
         rows, columns, (*map(float, world), float(gx), float(gy)), w is not None, float(inp.dt),
-        int(inp.substeps), int(inp.iterations), rng.getrandbits(63),
+        int(inp.substeps), int(inp.iterations), rng.getrandbits(63), shapes.arguments(),
     )  # fmt: skip
     if code != _ACCEPT:
         return _rejection(code, body, other, value)
@@ -485,7 +562,11 @@ def example(rng: random.Random, size: str = "small") -> dict[str, Any]:
     large: a ball pit, 1,000 circles in loose rows filling the bottom of a 30 x 30 box, stirred with
     random velocities; one 1/60 s step in 4 sub-steps. Most circles touch or nearly touch their
     neighbours, so the step is contact-heavy, like a real pile.
+    polygons: 300 crates, triangles, hexagons and balls in loose rows in a 24 x 24 box, turned and
+    tossed about (see _polygon_example).
     """
+    if size == "polygons":
+        return _polygon_example(rng)
     if size == "small":
         columns, rows, spacing = 10, 5, 1.0
     elif size == "large":
@@ -534,6 +615,67 @@ def example(rng: random.Random, size: str = "small") -> dict[str, Any]:
             "max_y": height,
             "restitution": 0.3,
             "friction": 0.5,
+        },
+        "dt": 1.0 / 60.0,
+        "substeps": 4,
+        "iterations": 4,
+    }
+
+
+def _regular_polygon(sides: int, radius: float, turn: float = 0.0) -> list[float]:
+    """A regular polygon's vertices about its centre, counter-clockwise, as the flat list ``vertices`` takes."""
+    flat: list[float] = []
+    for k in range(sides):
+        a = turn + 2.0 * math.pi * k / sides
+        flat += [radius * math.cos(a), radius * math.sin(a)]
+    return flat
+
+
+def _polygon_example(rng: random.Random) -> dict[str, Any]:
+    """300 bodies in loose rows in a 24 x 24 box: crates (boxes of random proportions), triangles,
+    hexagons and balls, turned at random and tossed about; one 1/60 s step in 4 sub-steps."""
+    columns, rows, spacing = 20, 15, 1.1
+    n = columns * rows
+    xs, ys, radii, masses, vertices = [], [], [], [], []
+    for k in range(n):
+        col, row = k % columns, k // columns
+        xs.append(1.2 + col * spacing + rng.uniform(-0.05, 0.05))
+        ys.append(1.0 + row * spacing + rng.uniform(-0.05, 0.05))
+        shape = k % 4
+        if shape == 0:
+            w, h = rng.uniform(0.25, 0.45), rng.uniform(0.2, 0.4)
+            vertices.append([-w, -h, w, -h, w, h, -w, h])
+            masses.append(4.0 * w * h)
+        elif shape == 3:
+            vertices.append(None)
+            r = rng.uniform(0.25, 0.4)
+            masses.append(math.pi * r * r)
+        else:
+            sides = 3 if shape == 1 else 6
+            r = rng.uniform(0.3, 0.45)
+            vertices.append(_regular_polygon(sides, r, rng.uniform(0.0, math.pi)))
+            masses.append(0.5 * sides * r * r * math.sin(2.0 * math.pi / sides))
+        radii.append(0.0 if vertices[-1] is not None else r)
+    return {
+        "x": xs,
+        "y": ys,
+        "vx": [rng.uniform(-1.5, 1.5) for _ in range(n)],
+        "vy": [rng.uniform(-1.5, 1.5) for _ in range(n)],
+        "angle": [0.0] * n,
+        "angular_velocity": [rng.uniform(-2.0, 2.0) for _ in range(n)],
+        "radius": radii,
+        "mass": masses,
+        "vertices": vertices,
+        "restitution": 0.2,
+        "friction": 0.5,
+        "gravity": [0.0, -9.81],
+        "world": {
+            "min_x": 0.0,
+            "min_y": 0.0,
+            "max_x": 24.0,
+            "max_y": 24.0,
+            "restitution": 0.2,
+            "friction": 0.6,
         },
         "dt": 1.0 / 60.0,
         "substeps": 4,
@@ -816,11 +958,13 @@ def _island_labels(n, pair_a, pair_b, inv_mass):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
-def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
+def _prepare(bodies, world, has_world, dt, shapes):  # pragma: no cover - compiled
     """Per-body solver properties and what every body's reach is built from.
 
-    props rows: radius, inverse mass, inverse inertia (solid disc, I = m r^2 / 2), acceleration x, y and
-    magnitude (gravity + thrust / m), restitution, friction; all mass terms 0 for static bodies.
+    props rows: radius (a polygon's circumradius), inverse mass, inverse inertia (solid disc, I = m r^2 / 2;
+    a polygon's from its vertices), acceleration x, y and magnitude (gravity + thrust / m), restitution,
+    friction, inertia, and the *core* size that the solver's tolerances scale with (a circle's radius, a
+    polygon's inradius); all mass terms 0 for static bodies.
     speed = |v| + |a| dt bounds a body's speed during the step when nothing strikes it; slack is the
     reach margin plus the depth its centre starts outside the allowed box region (the box pushes it back
     in); own_reach = dt * speed + slack. The speed cap is the fastest ordinary body (extent below
@@ -836,7 +980,7 @@ def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
     # centre inside the box gives dx = dy = 0 and sqrt(0) = 0; without a world the box bounds are
     # infinite, which also gives 0; a static body's terms (1 / 0 and the like) are computed and thrown
     # away by the select. compute's outputs, and so VERSION, are unchanged.
-    props = np.empty((8, n))
+    props = np.empty((10, n))
     speed = np.empty(n)
     slack = np.empty(n)
     own_reach = np.empty(n)
@@ -863,6 +1007,21 @@ def _prepare(bodies, world, has_world, dt):  # pragma: no cover - compiled
         row_ax[i] = ax if dynamic else 0.0
         row_ay[i] = ay if dynamic else 0.0
         row_accel[i] = math.sqrt(ax * ax + ay * ay) if dynamic else 0.0
+    row_inertia, row_core = props[8], props[9]
+    for i in range(n):
+        m = mass[i]
+        r = radius[i]
+        row_inertia[i] = 0.5 * m * r * r if m > 0.0 else 0.0
+        row_core[i] = r
+    shape_of, _poly, _sides, poly_props = shapes
+    if poly_props.shape[1] > 0:
+        for i in range(n):
+            p = shape_of[i]
+            if p >= 0:
+                row_core[i] = poly_props[0, p]
+                if mass[i] > 0.0:
+                    row_inertia[i] = mass[i] * poly_props[1, p]
+                    row_inv_inertia[i] = 1.0 / row_inertia[i]
     for i in range(n):  # (a loop of its own: fewer arrays per loop keeps LLVM's aliasing checks cheap)
         r = radius[i]
         x = px[i]
@@ -958,21 +1117,27 @@ def _plan_step(
 
 @njit(cache=True, error_model="numpy")
 def _apply_impulse(
-    a, b, nx, ny, normal, tangent, rad, inv_mass, inv_inertia, vx, vy, angvel
+    a, b, q, nx, ny, normal, tangent, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel
 ):  # pragma: no cover
-    """Apply P = normal * n + tangent * t (t = n turned +90 degrees): -P to body a, +P to body b.
+    """Apply P = normal * n + tangent * t (t = n turned +90 degrees) at point q: -P to body a, +P to b.
 
-    The contact points are a's surface towards b and b's surface towards a, so the normal part has no
-    torque and the tangential part turns both bodies the same way.
+    The arms are point q's lever arms projected: arm_na = r_a x n, arm_ta = r_a . n (= r_a x t), and the
+    same for b, so the torque of P about a's centre is normal * arm_na + tangent * arm_ta.
     """
     impulse_x = normal * nx - tangent * ny
     impulse_y = normal * ny + tangent * nx
     vx[a] -= inv_mass[a] * impulse_x
     vy[a] -= inv_mass[a] * impulse_y
-    angvel[a] -= inv_inertia[a] * rad[a] * tangent
+    angvel[a] -= inv_inertia[a] * (normal * arm_na[q] + tangent * arm_ta[q])
     vx[b] += inv_mass[b] * impulse_x
     vy[b] += inv_mass[b] * impulse_y
-    angvel[b] -= inv_inertia[b] * rad[b] * tangent
+    angvel[b] += inv_inertia[b] * (normal * arm_nb[q] + tangent * arm_tb[q])
+
+
+@njit(cache=True, error_model="numpy")
+def _normal_speed(a, b, q, nx, ny, arm_na, arm_nb, vx, vy, angvel):  # pragma: no cover - compiled
+    """Relative velocity of b's point q with respect to a's, along the normal (> 0: separating)."""
+    return (vx[b] - vx[a]) * nx + (vy[b] - vy[a]) * ny + angvel[b] * arm_nb[q] - angvel[a] * arm_na[q]
 
 
 @njit(cache=True, error_model="numpy")
@@ -1023,18 +1188,126 @@ def _room_along(dx, dy, ux, uy, limit, inv_mass):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def _bounces(q, c, approach0, threshold, max_normal_impulse, absorbed):  # pragma: no cover - compiled
+    """Whether point q (of contact c) bounces: it approached fast, pushed, and absorbed energy."""
+    return approach0[q] <= -threshold[c] and max_normal_impulse[q] != 0.0 and absorbed[q] > 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _bounce_point(
+    a, b, q, nx, ny, restitution, approach0, absorbed, normal_impulse, normal_mass, arm_na, arm_ta, arm_nb,
+    arm_tb, inv_mass, inv_inertia, vx, vy, angvel,
+):  # pragma: no cover  # fmt: skip
+    """Point q bounces at -e times its approach speed, giving back at most e^2 of what it absorbed."""
+    vn = _normal_speed(a, b, q, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+    target = -restitution * approach0[q]
+    k_normal = 1.0 / normal_mass[q]
+    energy = restitution * restitution * absorbed[q]
+    most = (math.sqrt(vn * vn + 2.0 * k_normal * energy) - vn) / k_normal
+    delta_n = max(normal_impulse[q] + min(-normal_mass[q] * (vn - target), most), 0.0) - normal_impulse[q]
+    _apply_impulse(
+        a, b, q, nx, ny, delta_n, 0.0, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def _bounce_pair(
+    a, b, q, nx, ny, restitution, approach0, absorbed, normal_impulse, arm_na, arm_ta, arm_nb, arm_tb,
+    inv_mass, inv_inertia, vx, vy, angvel,
+):  # pragma: no cover  # fmt: skip
+    """Points q and q + 1 bounce together: the impulses (x0, x1) that give both their target speeds at
+    once (K x = target - vn), scaled down so that the kinetic energy they add, s x.vn + s^2 x.K x / 2,
+    stays within e^2 of what the two absorbed. False (nothing applied) when the 2 x 2 system is
+    ill-conditioned or a total impulse would turn negative: then the points bounce one by one."""
+    r = q + 1
+    k_linear = inv_mass[a] + inv_mass[b]
+    k00 = k_linear + inv_inertia[a] * arm_na[q] * arm_na[q] + inv_inertia[b] * arm_nb[q] * arm_nb[q]
+    k11 = k_linear + inv_inertia[a] * arm_na[r] * arm_na[r] + inv_inertia[b] * arm_nb[r] * arm_nb[r]
+    k01 = k_linear + inv_inertia[a] * arm_na[q] * arm_na[r] + inv_inertia[b] * arm_nb[q] * arm_nb[r]
+    det = k00 * k11 - k01 * k01
+    if not det > BLOCK_CONDITION * k00 * k11:
+        return False
+    vn0 = _normal_speed(a, b, q, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+    vn1 = _normal_speed(a, b, r, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+    b0 = -restitution * approach0[q] - vn0
+    b1 = -restitution * approach0[r] - vn1
+    x0 = (k11 * b0 - k01 * b1) / det
+    x1 = (k00 * b1 - k01 * b0) / det
+    if x0 < -normal_impulse[q] or x1 < -normal_impulse[r]:
+        return False
+    energy = restitution * restitution * (absorbed[q] + absorbed[r])
+    quadratic = 0.5 * (x0 * b0 + x1 * b1)  # x.K x / 2 (K x = b)
+    linear = x0 * vn0 + x1 * vn1
+    scale = 1.0
+    if quadratic > 0.0 and linear + quadratic > energy:
+        scale = min(1.0, (math.sqrt(linear * linear + 4.0 * quadratic * energy) - linear) / (2.0 * quadratic))
+    _apply_impulse(
+        a, b, q, nx, ny, scale * x0, 0.0, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel
+    )  # fmt: skip
+    _apply_impulse(
+        a, b, r, nx, ny, scale * x1, 0.0, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel
+    )  # fmt: skip
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def _shape_contact(
+    a, b, side, round_a, round_b, px, py, angle, rad, poly, sides, shape, world, margin
+):  # pragma: no cover
+    """Contact points of a pair or wall contact that involves a polygon: (count, nx, ny, p0x, p0y, sep0,
+    p1x, p1y, sep1), normal from a towards b (or the wall)."""
+    if side < 0 and not round_a and not round_b:
+        return collide_polygons(
+            poly, sides, shape[a], px[a], py[a], angle[a], shape[b], px[b], py[b], angle[b], margin
+        )
+    if side < 0 and not round_a:
+        count, nx, ny, qx, qy, sep = collide_polygon_circle(
+            poly, sides, shape[a], px[a], py[a], angle[a], px[b], py[b], rad[b], margin
+        )
+        return count, nx, ny, qx, qy, sep, 0.0, 0.0, 0.0
+    if side < 0:
+        count, nx, ny, qx, qy, sep = collide_polygon_circle(
+            poly, sides, shape[b], px[b], py[b], angle[b], px[a], py[a], rad[a], margin
+        )
+        return count, -nx, -ny, qx, qy, sep, 0.0, 0.0, 0.0
+    nx, ny = _wall_normal(side)
+    count, p0x, p0y, s0, p1x, p1y, s1 = polygon_wall(
+        poly, sides, shape[a], px[a], py[a], angle[a], side, world, margin
+    )
+    return count, nx, ny, p0x, p0y, s0, p1x, p1y, s1
+
+
+@njit(cache=True, error_model="numpy")
 def _simulate(
-    state, props, leash, pair_a, pair_b, wall_body, wall_side, world, has_world, dt, substeps, iterations
+    state,
+    props,
+    leash,
+    pair_a,
+    pair_b,
+    wall_body,
+    wall_side,
+    shapes,
+    world,
+    has_world,
+    dt,
+    substeps,
+    iterations,
 ):  # pragma: no cover
     """Advance the bodies by ``dt`` in ``substeps`` sub-steps; returns the new state rows.
 
-    state rows: x, y, vx, vy, angle, angular velocity; props rows as in _prepare. Only the given pairs
-    and wall contacts are considered. Bodies with inverse mass 0 move with their constant velocity (0
-    for static bodies; verify also uses moving ones as a prescribed boundary). The walls are appended
-    as static bodies n..n+3 so that wall contacts share the circle-pair code.
+    state rows: x, y, vx, vy, angle, angular velocity; props rows as in _prepare; shapes = (shape_of,
+    poly, sides, poly_props) as physics_shapes.polygon_table gives them. Only the given pairs and wall contacts are
+    considered. Bodies with inverse mass 0 move with their constant velocity (0 for static bodies; verify
+    also uses moving ones as a prescribed boundary). The walls are appended as static bodies n..n+3 so
+    that wall contacts share the pair code.
+
+    Every contact has up to two points (a circle touches at one, two polygons' faces at two), each with
+    its lever arms from the two centres; a circle's lever arm is along the normal to its surface, so
+    normal impulses do not turn it and friction turns it by its radius.
     """
     n = state.shape[1]
     total = n + 4
+    shape_of, poly, sides, _poly_props = shapes
     px = np.zeros(total)
     py = np.zeros(total)
     vx = np.zeros(total)
@@ -1042,6 +1315,8 @@ def _simulate(
     angle = np.zeros(total)
     angvel = np.zeros(total)
     rad = np.zeros(total)
+    core = np.zeros(total)
+    shape = np.full(total, -1, dtype=np.int64)
     inv_mass = np.zeros(total)
     inv_inertia = np.zeros(total)
     acc = np.zeros(total)
@@ -1060,18 +1335,20 @@ def _simulate(
         acc[i] = props[5, i]
         rest[i] = props[6, i]
         fric[i] = props[7, i]
+        core[i] = props[9, i]
+        shape[i] = shape_of[i]
     accel_x = props[3]
     accel_y = props[4]
     px0 = state[0]
     py0 = state[1]
 
-    # Contacts: circle pairs then walls, re-ordered bottom-up along gravity by the height of the contact
+    # Contacts: body pairs then walls, re-ordered bottom-up along gravity by the height of the contact
     # point at the start of the step (ties keep that order), so one sweep carries weight up a pile.
     n_pairs = pair_a.shape[0]
     m = n_pairs + wall_body.shape[0]
     unsorted_a = np.empty(m, dtype=np.int64)
     unsorted_b = np.empty(m, dtype=np.int64)
-    unsorted_kind = np.empty(m, dtype=np.int64)  # -1 circle pair, else wall side
+    unsorted_kind = np.empty(m, dtype=np.int64)  # -1 body pair, else wall side
     g_len = math.sqrt(world[6] * world[6] + world[7] * world[7])
     up_x = -world[6] / g_len if g_len > 0.0 else 0.0
     up_y = -world[7] / g_len if g_len > 0.0 else 0.0
@@ -1102,37 +1379,51 @@ def _simulate(
 
     h = dt / substeps
     inv_h = 1.0 / h
-    normal_x = np.zeros(m)
-    normal_y = np.zeros(m)
-    gap0 = np.zeros(m)
-    normal_mass = np.zeros(m)
-    tangent_mass = np.zeros(m)
-    normal_impulse = np.zeros(m)
-    tangent_impulse = np.zeros(m)
-    max_normal_impulse = np.zeros(m)
-    position_impulse = np.zeros(m)
-    absorbed = np.zeros(m)
-    approach0 = np.zeros(m)
-    active = np.zeros(m, dtype=np.bool_)
+    # Per contact.
+    normal_x = np.empty(m)
+    normal_y = np.empty(m)
+    points = np.zeros(m, dtype=np.int64)  # points this sub-step (position correction uses them all)
+    active = np.empty(m, dtype=np.bool_)  # ... and the velocity solver those of active contacts
+    position_impulse = np.empty(m)
     mix_friction = np.empty(m)
     mix_restitution = np.empty(m)
     threshold = np.empty(m)
     slop = np.empty(m)
     max_correction = np.empty(m)
     push_limit = np.empty(m)
+    # Per point: contact c's points are 2 c and 2 c + 1. Every entry is written before it is read (the
+    # impulses when their contact first becomes active), so nothing needs zeroing.
+    arm_na = np.empty(2 * m)  # lever arms from each centre to the point, projected (see _apply_impulse)
+    arm_ta = np.empty(2 * m)
+    arm_nb = np.empty(2 * m)
+    arm_tb = np.empty(2 * m)
+    gap0 = np.empty(2 * m)
+    normal_mass = np.empty(2 * m)
+    tangent_mass = np.empty(2 * m)
+    normal_impulse = np.empty(2 * m)
+    tangent_impulse = np.empty(2 * m)
+    max_normal_impulse = np.empty(2 * m)
+    absorbed = np.empty(2 * m)
+    approach0 = np.empty(2 * m)
+    # The points in use this sub-step (movable pairs only), and those of active contacts: flat lists, so
+    # that the hot loops below run over points without skipping contacts or looping per contact.
+    in_use = np.empty(2 * m, dtype=np.int64)
+    in_contact = np.empty(2 * m, dtype=np.int64)
+    has_polygons = poly.shape[0] > 0
     for c in range(m):
         a = body_a[c]
         b = body_b[c]
         mix_friction[c] = math.sqrt(fric[a] * fric[b])
         mix_restitution[c] = max(rest[a], rest[b])
         threshold[c] = RESTITUTION_THRESHOLD * dt * (acc[a] + acc[b])
-        smaller = min(rad[a], rad[b]) if kind[c] < 0 else rad[a]
+        smaller = min(core[a], core[b]) if kind[c] < 0 else core[a]
         slop[c] = SLOP_FRACTION * smaller
         max_correction[c] = MAX_CORRECTION_FRACTION * smaller
         push_limit[c] = PUSH_OUT_RATE * smaller
 
     start_x = np.empty(total)
     start_y = np.empty(total)
+    start_angle = np.empty(total)
     pushed_x = np.zeros(total)  # velocity each body has gained from position correction this step
     pushed_y = np.zeros(total)
     for _ in range(substeps):
@@ -1143,12 +1434,26 @@ def _simulate(
         for i in range(total):
             start_x[i] = px[i]
             start_y[i] = py[i]
+            start_angle[i] = angle[i]
 
         # Contact geometry from the positions at the start of the sub-step.
+        n_use = 0
+        n_contact = 0
         for c in range(m):
             a = body_a[c]
             b = body_b[c]
-            if kind[c] < 0:
+            k_normal = inv_mass[a] + inv_mass[b]
+            closing = math.sqrt(vx[a] * vx[a] + vy[a] * vy[a]) + math.sqrt(vx[b] * vx[b] + vy[b] * vy[b])
+            margin = SPECULATIVE_FACTOR * h * closing + slop[c]
+            previous = points[c]
+            count = 0
+            nx = 0.0
+            ny = 0.0
+            p0x = p0y = p1x = p1y = 0.0
+            s0 = s1 = 0.0
+            round_a = shape[a] < 0
+            round_b = shape[b] < 0 or kind[c] >= 0
+            if kind[c] < 0 and round_a and round_b:
                 dx = px[b] - px[a]
                 dy = py[b] - py[a]
                 dist = math.sqrt(dx * dx + dy * dy)
@@ -1158,112 +1463,184 @@ def _simulate(
                 else:  # coincident centres: any fixed direction separates them
                     nx = 1.0
                     ny = 0.0
-                gap = dist - rad[a] - rad[b]
-            else:
+                s0 = dist - rad[a] - rad[b]
+                count = 1
+            elif round_a and kind[c] >= 0:  # a circle and a wall
                 nx, ny = _wall_normal(kind[c])
-                gap = _wall_gap(px[a], py[a], rad[a], kind[c], world)
+                s0 = _wall_gap(px[a], py[a], rad[a], kind[c], world)
+                count = 1
+            else:
+                count, nx, ny, p0x, p0y, s0, p1x, p1y, s1 = _shape_contact(
+                    a, b, kind[c], round_a, round_b, px, py, angle, rad, poly, sides, shape, world, margin
+                )
             normal_x[c] = nx
             normal_y[c] = ny
-            gap0[c] = gap
-            max_normal_impulse[c] = 0.0
+            points[c] = count
             position_impulse[c] = 0.0
-            k_normal = inv_mass[a] + inv_mass[b]
-            closing = math.sqrt(vx[a] * vx[a] + vy[a] * vy[a]) + math.sqrt(vx[b] * vx[b] + vy[b] * vy[b])
-            if k_normal > 0.0 and gap < SPECULATIVE_FACTOR * h * closing + slop[c]:
-                active[c] = True
-                normal_mass[c] = 1.0 / k_normal
-                tangent_mass[c] = 1.0 / (
-                    k_normal + inv_inertia[a] * rad[a] * rad[a] + inv_inertia[b] * rad[b] * rad[b]
-                )
-                approach0[c] = (vx[b] - vx[a]) * nx + (vy[b] - vy[a]) * ny
-                if abs(approach0[c]) > threshold[c]:
-                    # An impact or a parting, not a resting contact: last sub-step's impulse is stale,
-                    # and replaying it into a crowd injects energy that neighbours then bounce back.
-                    normal_impulse[c] = 0.0
-                    tangent_impulse[c] = 0.0
+            active[c] = k_normal > 0.0 and count > 0 and s0 < margin
+            round_pair = round_a and round_b
+            for j in range(count):
+                q = 2 * c + j
+                gap0[q] = s0 if j == 0 else s1
+                if k_normal > 0.0:
+                    in_use[n_use] = q
+                    n_use += 1
+                if active[c] or not round_pair:  # lever arms: the solver's, and a polygon's turn's
+                    if round_a:  # a circle's contact point is on its surface towards the other body
+                        arm_na[q] = 0.0
+                        arm_ta[q] = rad[a]
+                    else:
+                        rx = (p0x if j == 0 else p1x) - px[a]
+                        ry = (p0y if j == 0 else p1y) - py[a]
+                        arm_na[q] = rx * ny - ry * nx
+                        arm_ta[q] = rx * nx + ry * ny
+                    if kind[c] >= 0:  # a wall: static, no lever arm
+                        arm_nb[q] = 0.0
+                        arm_tb[q] = 0.0
+                    elif round_b:
+                        arm_nb[q] = 0.0
+                        arm_tb[q] = -rad[b]
+                    else:
+                        rx = (p0x if j == 0 else p1x) - px[b]
+                        ry = (p0y if j == 0 else p1y) - py[b]
+                        arm_nb[q] = rx * ny - ry * nx
+                        arm_tb[q] = rx * nx + ry * ny
+            if active[c]:
+                for j in range(count):
+                    q = 2 * c + j
+                    in_contact[n_contact] = q
+                    n_contact += 1
+                    max_normal_impulse[q] = 0.0
+                    rn_a = arm_na[q]
+                    rn_b = arm_nb[q]
+                    rt_a = arm_ta[q]
+                    rt_b = arm_tb[q]
+                    normal_mass[q] = 1.0 / (
+                        k_normal + inv_inertia[a] * rn_a * rn_a + inv_inertia[b] * rn_b * rn_b
+                    )
+                    tangent_mass[q] = 1.0 / (
+                        k_normal + inv_inertia[a] * rt_a * rt_a + inv_inertia[b] * rt_b * rt_b
+                    )
+                    approach0[q] = _normal_speed(a, b, q, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+                    if abs(approach0[q]) > threshold[c] or count != previous:
+                        # An impact or a parting, not a resting contact (or the points changed): last
+                        # sub-step's impulse is stale, and replaying it into a crowd injects energy that
+                        # neighbours then bounce back.
+                        normal_impulse[q] = 0.0
+                        tangent_impulse[q] = 0.0
             else:
-                active[c] = False
-                normal_impulse[c] = 0.0
-                tangent_impulse[c] = 0.0
+                for j in range(2):
+                    normal_impulse[2 * c + j] = 0.0
+                    tangent_impulse[2 * c + j] = 0.0
 
         # Warm start with the previous sub-step's impulses (the contact set is fixed within the step).
         # Every normal impulse's change of kinetic energy, dλ (vn_before + vn_after) / 2, is booked
-        # per contact: restitution may give back at most e^2 of what the contact took.
-        for c in range(m):
-            if active[c]:
-                vn = (vx[body_b[c]] - vx[body_a[c]]) * normal_x[c] + (
-                    vy[body_b[c]] - vy[body_a[c]]
-                ) * normal_y[c]
-                absorbed[c] = -normal_impulse[c] * (vn + 0.5 * normal_impulse[c] / normal_mass[c])
-                _apply_impulse(
-                    body_a[c], body_b[c], normal_x[c], normal_y[c], normal_impulse[c], tangent_impulse[c],
-                    rad, inv_mass, inv_inertia, vx, vy, angvel,
-                )  # fmt: skip
+        # per point: restitution may give back at most e^2 of what the point took.
+        for k in range(n_contact):
+            q = in_contact[k]
+            c = q >> 1
+            vn = _normal_speed(
+                body_a[c], body_b[c], q, normal_x[c], normal_y[c], arm_na, arm_nb, vx, vy, angvel
+            )
+            absorbed[q] = -normal_impulse[q] * (vn + 0.5 * normal_impulse[q] / normal_mass[q])
+            _apply_impulse(
+                body_a[c], body_b[c], q, normal_x[c], normal_y[c], normal_impulse[q], tangent_impulse[q],
+                arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel,
+            )  # fmt: skip
 
         for _it in range(iterations):
-            for c in range(m):
-                if not active[c]:
-                    continue
+            for k in range(n_contact):
+                q = in_contact[k]
+                c = q >> 1
                 a = body_a[c]
                 b = body_b[c]
                 nx = normal_x[c]
                 ny = normal_y[c]
-                # Coulomb friction first (bounded by the current normal impulse), then non-penetration.
-                vt = (vx[b] - vx[a]) * -ny + (vy[b] - vy[a]) * nx - angvel[b] * rad[b] - angvel[a] * rad[a]
-                limit = mix_friction[c] * normal_impulse[c]
-                new_tangent = min(max(tangent_impulse[c] - tangent_mass[c] * vt, -limit), limit)
-                delta_t = new_tangent - tangent_impulse[c]
-                tangent_impulse[c] = new_tangent
-                vn = (vx[b] - vx[a]) * nx + (vy[b] - vy[a]) * ny
+                # Coulomb friction (bounded by the current normal impulse) and non-penetration, from the
+                # same relative velocity and applied together.
+                dvx = vx[b] - vx[a]
+                dvy = vy[b] - vy[a]
+                vt = dvx * -ny + dvy * nx + angvel[b] * arm_tb[q] - angvel[a] * arm_ta[q]
+                limit = mix_friction[c] * normal_impulse[q]
+                new_tangent = min(max(tangent_impulse[q] - tangent_mass[q] * vt, -limit), limit)
+                delta_t = new_tangent - tangent_impulse[q]
+                tangent_impulse[q] = new_tangent
+                vn = dvx * nx + dvy * ny + angvel[b] * arm_nb[q] - angvel[a] * arm_na[q]
                 # Speculative contact: an open gap may close during this sub-step, but no more.
-                bias = gap0[c] * inv_h if gap0[c] > 0.0 else 0.0
-                new_normal = max(normal_impulse[c] - normal_mass[c] * (vn + bias), 0.0)
-                delta_n = new_normal - normal_impulse[c]
-                normal_impulse[c] = new_normal
-                max_normal_impulse[c] = max(max_normal_impulse[c], new_normal)
-                absorbed[c] -= delta_n * (vn + 0.5 * delta_n / normal_mass[c])
-                _apply_impulse(a, b, nx, ny, delta_n, delta_t, rad, inv_mass, inv_inertia, vx, vy, angvel)
+                bias = gap0[q] * inv_h if gap0[q] > 0.0 else 0.0
+                new_normal = max(normal_impulse[q] - normal_mass[q] * (vn + bias), 0.0)
+                delta_n = new_normal - normal_impulse[q]
+                normal_impulse[q] = new_normal
+                max_normal_impulse[q] = max(max_normal_impulse[q], new_normal)
+                absorbed[q] -= delta_n * (vn + 0.5 * delta_n / normal_mass[q])
+                _apply_impulse(
+                    a, b, q, nx, ny, delta_n, delta_t, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia,
+                    vx, vy, angvel,
+                )  # fmt: skip
 
-        # Restitution: contacts that pushed and were approaching fast bounce at -e times that speed,
+        # Restitution: points that pushed and were approaching fast bounce at -e times that speed,
         # returning at most e^2 of the kinetic energy they absorbed (so a crowd cannot pump energy).
-        for c in range(m):
-            if not active[c] or mix_restitution[c] == 0.0:
+        # Not added to the stored impulses: warm-starting the next sub-step with a bounce would bounce
+        # again. The two points of a face contact bounce together (one 2 x 2 solve): one after the other,
+        # the first would turn the body before the second is seen, and a box landing flat would spin.
+        paired = False  # this point's bounce was already solved with the one before it
+        for k in range(n_contact):
+            q = in_contact[k]
+            c = q >> 1
+            if paired or mix_restitution[c] == 0.0:
+                paired = False
                 continue
-            if approach0[c] > -threshold[c] or max_normal_impulse[c] == 0.0 or absorbed[c] <= 0.0:
-                continue
-            a = body_a[c]
-            b = body_b[c]
-            vn = (vx[b] - vx[a]) * normal_x[c] + (vy[b] - vy[a]) * normal_y[c]
-            target = -mix_restitution[c] * approach0[c]
-            k_normal = 1.0 / normal_mass[c]
-            energy = mix_restitution[c] * mix_restitution[c] * absorbed[c]
-            most = (math.sqrt(vn * vn + 2.0 * k_normal * energy) - vn) / k_normal
-            # Not added to the stored impulse: warm-starting the next sub-step with a bounce would
-            # bounce again.
-            delta_n = (
-                max(normal_impulse[c] + min(-normal_mass[c] * (vn - target), most), 0.0) - normal_impulse[c]
-            )
-            _apply_impulse(
-                a, b, normal_x[c], normal_y[c], delta_n, 0.0, rad, inv_mass, inv_inertia, vx, vy, angvel
-            )
+            bounces = _bounces(q, c, approach0, threshold, max_normal_impulse, absorbed)
+            if (
+                q & 1 == 0
+                and points[c] == 2
+                and bounces
+                and _bounces(q + 1, c, approach0, threshold, max_normal_impulse, absorbed)
+            ):
+                paired = _bounce_pair(
+                    body_a[c], body_b[c], q, normal_x[c], normal_y[c], mix_restitution[c], approach0, absorbed,
+                    normal_impulse, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel,
+                )  # fmt: skip
+                if paired:
+                    continue
+            if bounces:
+                _bounce_point(
+                    body_a[c], body_b[c], q, normal_x[c], normal_y[c], mix_restitution[c], approach0, absorbed,
+                    normal_impulse, normal_mass, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy,
+                    angvel,
+                )  # fmt: skip
 
         for i in range(n):
             px[i] += vx[i] * h
             py[i] += vy[i] * h
             angle[i] += angvel[i] * h
 
+        # A polygon's turn moves its contact points: what that did to each gap, from the lever arms
+        # (turning r by θ moves it along n by (cos θ - 1) r.n + sin θ r x n).
+        for k in range(n_use if has_polygons else 0):
+            q = in_use[k]
+            c = q >> 1
+            a = body_a[c]
+            b = body_b[c]
+            if shape[a] >= 0:
+                turn = angle[a] - start_angle[a]
+                gap0[q] -= (math.cos(turn) - 1.0) * arm_ta[q] + math.sin(turn) * arm_na[q]
+            if shape[b] >= 0 and kind[c] < 0:
+                turn = angle[b] - start_angle[b]
+                gap0[q] += (math.cos(turn) - 1.0) * arm_tb[q] + math.sin(turn) * arm_nb[q]
+
         # Position correction (non-linear Gauss-Seidel on the gaps, normals frozen for the sub-step).
         for _it in range(POSITION_ITERATIONS):
-            for c in range(m):
+            for k in range(n_use):
+                q = in_use[k]
+                c = q >> 1
                 a = body_a[c]
                 b = body_b[c]
                 k_normal = inv_mass[a] + inv_mass[b]
-                if k_normal == 0.0:
-                    continue
                 nx = normal_x[c]
                 ny = normal_y[c]
                 gap = (
-                    gap0[c]
+                    gap0[q]
                     + ((px[b] - start_x[b]) - (px[a] - start_x[a])) * nx
                     + ((py[b] - start_y[b]) - (py[a] - start_y[a])) * ny
                 )
@@ -1282,7 +1659,8 @@ def _simulate(
         # faster than the push-out speed, so a deep overlap comes apart smoothly instead of exploding.
         # Over the whole step, the velocity a body gains this way stays within the push-out speed
         # (as a vector: the ups and downs inside a pile cancel), so a crowd of overlapping bodies
-        # cannot add up a large speed, and kinetic energy stays bounded.
+        # cannot add up a large speed, and kinetic energy stays bounded. Applied at the centres, as
+        # the correction was: it turns nothing.
         for c in range(m):
             if position_impulse[c] > 0.0:
                 a = body_a[c]
@@ -1293,18 +1671,21 @@ def _simulate(
                 impulse = min(position_impulse[c] * inv_h, (push_limit[c] - vn) / (inv_mass[a] + inv_mass[b]))
                 impulse = min(
                     impulse,
-                    _room_along(pushed_x[a], pushed_y[a], -nx, -ny, PUSH_OUT_RATE * rad[a], inv_mass[a]),
+                    _room_along(pushed_x[a], pushed_y[a], -nx, -ny, PUSH_OUT_RATE * core[a], inv_mass[a]),
                 )
                 impulse = min(
                     impulse,
-                    _room_along(pushed_x[b], pushed_y[b], nx, ny, PUSH_OUT_RATE * rad[b], inv_mass[b]),
+                    _room_along(pushed_x[b], pushed_y[b], nx, ny, PUSH_OUT_RATE * core[b], inv_mass[b]),
                 )
                 if impulse > 0.0:
                     pushed_x[a] -= inv_mass[a] * impulse * nx
                     pushed_y[a] -= inv_mass[a] * impulse * ny
                     pushed_x[b] += inv_mass[b] * impulse * nx
                     pushed_y[b] += inv_mass[b] * impulse * ny
-                    _apply_impulse(a, b, nx, ny, impulse, 0.0, rad, inv_mass, inv_inertia, vx, vy, angvel)
+                    vx[a] -= inv_mass[a] * impulse * nx
+                    vy[a] -= inv_mass[a] * impulse * ny
+                    vx[b] += inv_mass[b] * impulse * nx
+                    vy[b] += inv_mass[b] * impulse * ny
 
         for i in range(n):
             if inv_mass[i] == 0.0:
@@ -1318,7 +1699,7 @@ def _simulate(
                 px[i] = px0[i] + dx * scale
                 py[i] = py0[i] + dy * scale
             # Never outside the box: a wall is rigid, whatever the pile behind the body does.
-            if has_world:
+            if has_world and shape[i] < 0:
                 if px[i] < world[0] + rad[i]:
                     px[i] = world[0] + rad[i]
                     vx[i] = max(vx[i], 0.0)
@@ -1330,6 +1711,20 @@ def _simulate(
                     vy[i] = max(vy[i], 0.0)
                 elif py[i] > world[3] - rad[i]:
                     py[i] = world[3] - rad[i]
+                    vy[i] = min(vy[i], 0.0)
+            elif has_world:
+                lo_x, lo_y, hi_x, hi_y = polygon_bounds(poly, sides, shape[i], px[i], py[i], angle[i])
+                if lo_x < world[0]:
+                    px[i] += world[0] - lo_x
+                    vx[i] = max(vx[i], 0.0)
+                elif hi_x > world[2]:
+                    px[i] -= hi_x - world[2]
+                    vx[i] = min(vx[i], 0.0)
+                if lo_y < world[1]:
+                    py[i] += world[1] - lo_y
+                    vy[i] = max(vy[i], 0.0)
+                elif hi_y > world[3]:
+                    py[i] -= hi_y - world[3]
                     vy[i] = min(vy[i], 0.0)
 
     out = np.empty((6, n))
@@ -1344,9 +1739,9 @@ def _simulate(
 
 
 @njit(cache=True, error_model="numpy")
-def _plan_scene(bodies, world, has_world, dt):  # pragma: no cover - compiled
+def _plan_scene(bodies, world, has_world, dt, shapes):  # pragma: no cover - compiled
     """compute's first half: properties and plan of the whole scene (the simulation is the second)."""
-    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt)
+    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt, shapes)
     reach, leash, pair_a, pair_b, wall_body, wall_side, island = _plan_step(
         bodies[0], bodies[1], props[0], props[1], speed, slack, own_reach, speed_cap, world, has_world, dt
     )
@@ -1419,6 +1814,37 @@ def _append(values, count, value):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def _sub_shapes(shapes, index):  # pragma: no cover - compiled
+    """The shapes argument of _simulate for the bodies ``index`` (the polygon table is shared)."""
+    shape_of, poly, sides, poly_props = shapes
+    return shape_of[index], poly, sides, poly_props
+
+
+@njit(cache=True, error_model="numpy", inline="always")  # called per pair: no call overhead
+def _pair_depth(a, b, xs, ys, angles, radius, shapes):  # pragma: no cover - compiled
+    """How deep bodies a and b overlap at the given positions and angles (< 0: apart)."""
+    shape_of, poly, sides, _poly_props = shapes
+    sa = shape_of[a]
+    sb = shape_of[b]
+    if sa < 0 and sb < 0:
+        return radius[a] + radius[b] - math.sqrt((xs[b] - xs[a]) ** 2 + (ys[b] - ys[a]) ** 2)
+    if sa >= 0 and sb >= 0:
+        return polygon_depth(poly, sides, sa, xs[a], ys[a], angles[a], sb, xs[b], ys[b], angles[b])
+    if sa >= 0:
+        return polygon_circle_depth(poly, sides, sa, xs[a], ys[a], angles[a], xs[b], ys[b], radius[b])
+    return polygon_circle_depth(poly, sides, sb, xs[b], ys[b], angles[b], xs[a], ys[a], radius[a])
+
+
+@njit(cache=True, error_model="numpy", inline="always")  # called per pair: no call overhead
+def _body_outside(i, x, y, angle, radius, world, shapes):  # pragma: no cover - compiled
+    """How far body i pokes out of the world box (a circle: its centre from the allowed region)."""
+    shape_of, poly, sides, _poly_props = shapes
+    if shape_of[i] < 0:
+        return _outside_depth(x, y, radius, world)
+    return polygon_outside(poly, sides, shape_of[i], x, y, angle, world)
+
+
+@njit(cache=True, error_model="numpy")
 def _subproblem(
     bodies, props, claimed, dt, role, kinematic, leash, pair_a, pair_b, wall_body, wall_side
 ):  # pragma: no cover
@@ -1438,12 +1864,12 @@ def _subproblem(
     for k in range(index.shape[0]):
         local[index[k]] = k
     state = np.empty((6, index.shape[0]))
-    sub_props = np.empty((8, index.shape[0]))
+    sub_props = np.empty((props.shape[0], index.shape[0]))
     for f in range(6):
         row = bodies[f]
         for k in range(index.shape[0]):
             state[f, k] = row[index[k]]
-    for f in range(8):
+    for f in range(props.shape[0]):
         for k in range(index.shape[0]):
             sub_props[f, k] = props[f, index[k]]
     sub_leash = leash[index]
@@ -1463,12 +1889,15 @@ def _subproblem(
 
 @njit(cache=True, error_model="numpy")
 def _global_checks(
-    bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps
+    bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps, shapes
 ):  # pragma: no cover
     """The checks over every body: (code, body, other, value) with code 0 = nothing wrong (see _REASONS)."""
-    px, py, vx, vy = bodies[0], bodies[1], bodies[2], bodies[3]
+    px, py, vx, vy, angle = bodies[0], bodies[1], bodies[2], bodies[3], bodies[4]
     angvel, radius, mass = bodies[5], bodies[6], bodies[7]
-    out_x, out_y, out_vx, out_vy, out_angvel = claimed[0], claimed[1], claimed[2], claimed[3], claimed[5]
+    out_x, out_y, out_vx, out_vy = claimed[0], claimed[1], claimed[2], claimed[3]
+    out_angle, out_angvel = claimed[4], claimed[5]
+    inertia, core = props[8], props[9]
+    circles_only = shapes[1].shape[0] == 0  # (the circle depth written out: the hot loops stay lean)
     n = px.shape[0]
     length = np.max(radius) + np.max(np.abs(px)) + np.max(np.abs(py))
     for f in range(6):
@@ -1494,26 +1923,36 @@ def _global_checks(
             if travel > reach_bound * (1.0 + EXACT_RTOL) + EXACT_ATOL_FRACTION * length:
                 return 3, i, 0, travel
             if has_world:
-                depth = _outside_depth(out_x[i], out_y[i], radius[i], world)
+                if circles_only:
+                    depth = _outside_depth(out_x[i], out_y[i], radius[i], world)
+                else:
+                    depth = _body_outside(i, out_x[i], out_y[i], out_angle[i], radius[i], world, shapes)
                 if depth > EXACT_RTOL * length:
                     return 4, i, 0, depth
 
     # Overlaps, by a broad phase over each body's sweep from input to output position. Where the input
     # overlaps nothing within two pairs, a pair may end at most OVERLAP_FRACTION deep, plus one
-    # sub-step of its relative speed.
+    # sub-step of its relative speed. (Depths are exact for polygons; their sizes are their inradii.)
     sweep = radius + 0.5 * np.sqrt((out_x - px) ** 2 + (out_y - py) ** 2)
     pair_a, pair_b = _candidate_pairs(0.5 * (px + out_x), 0.5 * (py + out_y), sweep, inv_mass)
     deepest = np.zeros(n)
     for k in range(pair_a.shape[0]):
         a = pair_a[k]
         b = pair_b[k]
-        depth = radius[a] + radius[b] - math.sqrt((px[b] - px[a]) ** 2 + (py[b] - py[a]) ** 2)
+        if circles_only:
+            depth = radius[a] + radius[b] - math.sqrt((px[b] - px[a]) ** 2 + (py[b] - py[a]) ** 2)
+        else:
+            depth = _pair_depth(a, b, px, py, angle, radius, shapes)
         deepest[a] = max(deepest[a], depth)
         deepest[b] = max(deepest[b], depth)
     if has_world:
         for i in range(n):
             if inv_mass[i] > 0.0:
-                deepest[i] = max(deepest[i], _outside_depth(px[i], py[i], radius[i], world))
+                if circles_only:
+                    outside = _outside_depth(px[i], py[i], radius[i], world)
+                else:
+                    outside = _body_outside(i, px[i], py[i], angle[i], radius[i], world, shapes)
+                deepest[i] = max(deepest[i], outside)
     nearby = deepest.copy()
     for k in range(pair_a.shape[0]):
         nearby[pair_a[k]] = max(nearby[pair_a[k]], deepest[pair_b[k]])
@@ -1521,14 +1960,17 @@ def _global_checks(
     for k in range(pair_a.shape[0]):
         a = pair_a[k]
         b = pair_b[k]
-        if max(nearby[a] / radius[a], nearby[b] / radius[b]) > SLOP_FRACTION:
+        if max(nearby[a] / core[a], nearby[b] / core[b]) > SLOP_FRACTION:
             continue  # pushing apart an input overlap may squeeze anything nearby
-        depth = radius[a] + radius[b] - math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
+        if circles_only:
+            depth = radius[a] + radius[b] - math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
+        else:
+            depth = _pair_depth(a, b, out_x, out_y, out_angle, radius, shapes)
         # A pair may close in one sub-step at its relative speed before the solver sees it (a body
         # struck hard mid-sub-step); a speck may sink into a boulder by a fraction of the boulder.
         closing = math.sqrt((vx[b] - vx[a]) ** 2 + (vy[b] - vy[a]) ** 2)
         closing += math.sqrt((out_vx[b] - out_vx[a]) ** 2 + (out_vy[b] - out_vy[a]) ** 2)
-        if depth > OVERLAP_FRACTION * max(radius[a], radius[b]) + closing * dt / substeps:
+        if depth > OVERLAP_FRACTION * max(core[a], core[b]) + closing * dt / substeps:
             return 5, a, b, depth
 
     # Energy: contacts add no kinetic energy, so sqrt(2 K) grows by at most dt * ||accel||_M (triangle
@@ -1540,12 +1982,11 @@ def _global_checks(
     push = 0.0
     for i in range(n):
         if inv_mass[i] > 0.0:
-            inertia = 0.5 * mass[i] * radius[i] * radius[i]
-            k_in += 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia * angvel[i] ** 2
-            k_out += 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia * out_angvel[i] ** 2
+            k_in += 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia[i] * angvel[i] ** 2
+            k_out += 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia[i] * out_angvel[i] ** 2
             drive += mass[i] * accel[i] ** 2
-            if nearby[i] > SLOP_FRACTION * radius[i]:  # the solver caps what correction may add
-                push += mass[i] * (PUSH_OUT_RATE * radius[i]) ** 2
+            if nearby[i] > SLOP_FRACTION * core[i]:  # the solver caps what correction may add
+                push += mass[i] * (PUSH_OUT_RATE * core[i]) ** 2
     bound = (1.0 + ENERGY_RTOL) * (math.sqrt(2.0 * k_in) + dt * math.sqrt(drive)) + math.sqrt(push)
     if math.sqrt(2.0 * k_out) > bound * (1.0 + EXACT_RTOL):
         return 6, -1, 0, k_out
@@ -1605,7 +2046,7 @@ def _scales(radius, px, py, angle):  # pragma: no cover - compiled
 
 @njit(cache=True, error_model="numpy")
 def _verify_kernel(
-    rows, columns, world_values, has_world, dt, substeps, iterations, seed
+    rows, columns, world_values, has_world, dt, substeps, iterations, seed, shapes
 ):  # pragma: no cover
     """All of verify after the shape check, in one compiled call: (code, body, other, value), 0 = accept.
 
@@ -1624,20 +2065,32 @@ def _verify_kernel(
     world = np.empty(8)
     for k in range(8):
         world[k] = world_values[k]
-    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt)
+    props, speed, slack, own_reach, speed_cap = _prepare(bodies, world, has_world, dt, shapes)
     length, turn = _scales(bodies[6], bodies[0], bodies[1], bodies[4])
-    if _suspicious(bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length):
+    if _suspicious(bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length, shapes):
         # Something may be wrong (or the energy needs the push-out allowance): the full checks decide,
         # with their broad phase, and name the problem exactly as they always have.
         code, body, other, value = _global_checks(
-            bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps
+            bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps, shapes
         )
         if code != _ACCEPT:
             return code, body, other, value
 
     scales = np.array([length, length, length / dt, length / dt, turn, turn / dt])
     role, kinematic, leash, pair_a, pair_b, wall_body, wall_side, tolerance, audit = _choose_windows(
-        bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed
+        bodies,
+        props,
+        claimed,
+        world,
+        has_world,
+        dt,
+        substeps,
+        speed,
+        slack,
+        own_reach,
+        speed_cap,
+        seed,
+        shapes[0],
     )
     sub = _subproblem(
         bodies, props, claimed, dt, role, kinematic, leash, pair_a, pair_b, wall_body, wall_side
@@ -1645,8 +2098,8 @@ def _verify_kernel(
     index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side = sub
     if index.shape[0] > 0:
         simulated = _simulate(
-            state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, world, has_world, dt,
-            substeps, iterations,
+            state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, _sub_shapes(shapes, index),
+            world, has_world, dt, substeps, iterations,
         )  # fmt: skip
         code, body, other, value, suspect = _compare(simulated, claimed, index, sub_role, tolerance, scales)
         if code != _ACCEPT:
@@ -1656,7 +2109,7 @@ def _verify_kernel(
     if audit >= 0:  # a screen disagreed, or an audit: re-simulate the whole island, planned in full
         return _whole_island(
             bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps,
-            iterations, audit, tolerance, scales,
+            iterations, audit, tolerance, scales, shapes,
         )  # fmt: skip
     return _ACCEPT, 0, 0, 0.0
 
@@ -1664,7 +2117,7 @@ def _verify_kernel(
 @njit(cache=True, error_model="numpy")
 def _whole_island(
     bodies, props, speed, slack, own_reach, speed_cap, claimed, world, has_world, dt, substeps, iterations,
-    body, tolerance, scales,
+    body, tolerance, scales, shapes,
 ):  # pragma: no cover  # fmt: skip
     """Re-simulate the island of ``body`` in full, from a plan of the whole scene: (code, body, other, value)."""
     _reach, leash, pair_a, pair_b, wall_body, wall_side, island = _plan_step(
@@ -1688,8 +2141,8 @@ def _whole_island(
     )  # fmt: skip
     index, sub_role, state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side = sub
     simulated = _simulate(
-        state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, world, has_world, dt,
-        substeps, iterations,
+        state, sub_props, sub_leash, sub_a, sub_b, sub_wall_body, sub_wall_side, _sub_shapes(shapes, index),
+        world, has_world, dt, substeps, iterations,
     )  # fmt: skip
     code, body, other, value, _suspect = _compare(simulated, claimed, index, sub_role, tolerance, scales)
     return code, body, other, value
@@ -1697,7 +2150,7 @@ def _whole_island(
 
 @njit(cache=True, error_model="numpy")
 def _suspicious(
-    bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length
+    bodies, props, slack, own_reach, speed_cap, claimed, world, has_world, dt, length, shapes
 ):  # pragma: no cover
     """One cheap pass over every body, then the overlap screen: False guarantees that _global_checks
     finds nothing wrong, so it (and its broad phase) can be skipped; True means run it.
@@ -1710,6 +2163,8 @@ def _suspicious(
     """
     px, py, vx, vy, angle, angvel = bodies[0], bodies[1], bodies[2], bodies[3], bodies[4], bodies[5]
     radius, mass = bodies[6], bodies[7]
+    inertia, core = props[8], props[9]
+    shape_of, poly, sides, _poly_props = shapes
     out_x, out_y, out_vx, out_vy, out_angle, out_angvel = (
         claimed[0], claimed[1], claimed[2], claimed[3], claimed[4], claimed[5]
     )  # fmt: skip
@@ -1742,10 +2197,17 @@ def _suspicious(
         r = radius[i]
         dx = max(0.0, lo_x + r - out_x[i], out_x[i] - (hi_x - r))  # as _outside_depth
         dy = max(0.0, lo_y + r - out_y[i], out_y[i] - (hi_y - r))
-        outside = math.sqrt(dx * dx + dy * dy) > box_slack
+        outside = (math.sqrt(dx * dx + dy * dy) > box_slack) & (shape_of[i] < 0)  # polygons: below
         far = (travel > reach_bound * (1.0 + EXACT_RTOL) + travel_slack) | outside
         flagged |= (changed & static) | (far & (not static))
         any_static |= static
+    if has_world and poly.shape[0] > 0:
+        for i in range(n):
+            p = shape_of[i]
+            if p >= 0 and inv_mass[i] != 0.0:
+                flagged |= (
+                    polygon_outside(poly, sides, p, out_x[i], out_y[i], out_angle[i], world) > box_slack
+                )
     if flagged:
         return True
     # The sums, in the former order (adding 0.0 for a static body leaves a sum's bits as they are).
@@ -1760,9 +2222,8 @@ def _suspicious(
     scale_y = 0.0
     for i in range(n):
         dynamic = inv_mass[i] != 0.0
-        inertia = 0.5 * mass[i] * radius[i] * radius[i]
-        energy_in = 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia * angvel[i] ** 2
-        energy_out = 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia * out_angvel[i] ** 2
+        energy_in = 0.5 * mass[i] * (vx[i] ** 2 + vy[i] ** 2) + 0.5 * inertia[i] * angvel[i] ** 2
+        energy_out = 0.5 * mass[i] * (out_vx[i] ** 2 + out_vy[i] ** 2) + 0.5 * inertia[i] * out_angvel[i] ** 2
         k_in += energy_in if dynamic else 0.0
         k_out += energy_out if dynamic else 0.0
         drive += mass[i] * accel[i] ** 2 if dynamic else 0.0
@@ -1787,11 +2248,11 @@ def _suspicious(
         return True
     # Last, as it costs the most: overlaps. Without it a clean pass would leave the output's overlaps
     # unchecked everywhere outside the re-simulated windows.
-    return _overlap_screen(out_x, out_y, radius, inv_mass)
+    return _overlap_screen(out_x, out_y, out_angle, radius, core, inv_mass, shapes)
 
 
 @njit(cache=True, error_model="numpy")
-def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compiled
+def _overlap_screen(out_x, out_y, out_angle, radius, core, inv_mass, shapes):  # pragma: no cover - compiled
     """True when some pair (not both static) overlaps in the output by more than OVERLAP_FRACTION of the
     larger radius, the least that the overlap check of _global_checks ever allows, or when the screen
     runs over its budget; False guarantees that _global_checks finds no overlap to reject.
@@ -1807,6 +2268,10 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
     (the counting sort walks every cell). Sort-and-sweep on x was the other candidate, but in a pile a
     whole column of bodies shares each x-interval: ten times the tests. Exceptionally big bodies (radius
     above BIG_BODY_FACTOR times the mean) would blow up the cells; they are tested against every body.
+
+    Polygons: their radius is their circumradius, so the same cells find every pair whose bounding circles
+    overlap by more than the limit, and the exact depth of such a pair decides (the limit scales with the
+    core sizes, which for a polygon is its inradius: cells 2 radii wide then).
 
     The depth is the full check's expression on the same values, and the full check only ever allows
     more (a sub-step of closing speed; anything near an input overlap), so whatever it would reject is
@@ -1848,7 +2313,7 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
             for j in range(n):
                 if j == i or (radius[j] > big_limit and j < i):
                     continue
-                if _overlaps_too_much(out_x, out_y, radius, inv_mass, i, j):
+                if _overlaps_too_much(out_x, out_y, out_angle, radius, core, inv_mass, shapes, i, j):
                     return True
     m = n - n_big
     if m < 2:
@@ -1857,7 +2322,7 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
     # A pair over the limit is closer than r_a + r_b - OVERLAP_FRACTION max(r_a, r_b), at most
     # (2 - OVERLAP_FRACTION) times the largest radius, so cells that wide (and a little) put it in the
     # same or adjacent cells; narrower cells than 2 radii mean fewer tests.
-    cell = (2.0 - OVERLAP_FRACTION) * largest * 1.001
+    cell = (2.0 - (OVERLAP_FRACTION if shapes[1].shape[0] == 0 else 0.0)) * largest * 1.001
     width = (max_x - min_x) / cell + 1.0
     height = (max_y - min_y) / cell + 1.0
     most = 4.0 * m + 16.0
@@ -1884,6 +2349,7 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
     sx = np.empty(m)
     sy = np.empty(m)
     sr = np.empty(m)
+    sc = np.empty(m)
     sb = np.empty(m, dtype=np.int64)  # the body
     ss = np.empty(m, dtype=np.int64)  # its cell
     for i in range(n):
@@ -1893,6 +2359,7 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
             sx[q] = out_x[i]
             sy[q] = out_y[i]
             sr[q] = radius[i]
+            sc[q] = core[i]
             sb[q] = i
             ss[q] = slot[i]
     tests = 0
@@ -1909,6 +2376,7 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
         xi = sx[p]
         yi = sy[p]
         ri = sr[p]
+        ci = sc[p]
         i = sb[p]
         for part in range(2):
             if part == 0:
@@ -1924,35 +2392,33 @@ def _overlap_screen(out_x, out_y, radius, inv_mass):  # pragma: no cover - compi
                 # Only a pair closer than r_a + r_b - OVERLAP_FRACTION max(r_a, r_b) (squared, with 1e-9 to
                 # spare for rounding) can fail, so most pairs cost one comparison and no square root.
                 rq = sr[q]
-                limit = ri + rq - OVERLAP_FRACTION * max(ri, rq)
-                if (sx[q] - xi) ** 2 + (sy[q] - yi) ** 2 < limit * limit * (1.0 + 1e-9):
-                    # The exact test, on the same values in the same (a < b) order as the full check.
-                    j = sb[q]
-                    if inv_mass[i] != 0.0 or inv_mass[j] != 0.0:
-                        a = min(i, j)
-                        b = max(i, j)
-                        d = math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
-                        if radius[a] + radius[b] - d > OVERLAP_FRACTION * max(radius[a], radius[b]):
-                            return True
+                limit = ri + rq - OVERLAP_FRACTION * max(ci, sc[q])
+                # The exact test, on the same values in the same (a < b) order as the full check.
+                close = (sx[q] - xi) ** 2 + (sy[q] - yi) ** 2 < limit * limit * (1.0 + 1e-9)
+                if close and _overlaps_too_much(
+                    out_x, out_y, out_angle, radius, core, inv_mass, shapes, i, sb[q]
+                ):
+                    return True
         if tests > budget:
             return True
     return False
 
 
 @njit(cache=True, error_model="numpy")
-def _overlaps_too_much(out_x, out_y, radius, inv_mass, i, j):  # pragma: no cover - compiled
+def _overlaps_too_much(out_x, out_y, out_angle, radius, core, inv_mass, shapes, i, j):  # pragma: no cover
     """The overlap screen's exact test of one pair: the full check's depth, in its (a < b) order."""
     if inv_mass[i] == 0.0 and inv_mass[j] == 0.0:
         return False
     a = min(i, j)
     b = max(i, j)
-    depth = radius[a] + radius[b] - math.sqrt((out_x[b] - out_x[a]) ** 2 + (out_y[b] - out_y[a]) ** 2)
-    return depth > OVERLAP_FRACTION * max(radius[a], radius[b])
+    return _pair_depth(a, b, out_x, out_y, out_angle, radius, shapes) > OVERLAP_FRACTION * max(
+        core[a], core[b]
+    )
 
 
 @njit(cache=True, error_model="numpy")
 def _choose_windows(
-    bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed
+    bodies, props, claimed, world, has_world, dt, substeps, speed, slack, own_reach, speed_cap, seed, shape_of
 ):  # pragma: no cover
     """Pick what to re-simulate, in random windows: whole islands exactly, giant islands by a screen.
 
@@ -1969,7 +2435,7 @@ def _choose_windows(
     n = px.shape[0]
     role = np.zeros(n, dtype=np.int64)
     kinematic = np.zeros(n, dtype=np.bool_)
-    tolerance = np.zeros((2, n))
+    tolerance = np.zeros((4, n))  # position, velocity, angle, angular velocity
     leash = np.zeros(n)
     pair_a = np.zeros(16, dtype=np.int64)
     pair_b = np.zeros(16, dtype=np.int64)
@@ -2080,6 +2546,11 @@ def _choose_windows(
                         tolerance[1, i] = (
                             SCREEN_VELOCITY_STEPS * props[5, i] * dt + SCREEN_VELOCITY_FRACTION * speed[i]
                         )
+                        # A polygon's angle places its corners: the same tolerances at its rim. A circle's
+                        # turn moves nothing, so its angle is left to the exact checks.
+                        polygon = shape_of[i] >= 0
+                        tolerance[2, i] = SCREEN_POSITION_FRACTION if polygon else np.inf
+                        tolerance[3, i] = tolerance[1, i] / radius[i] if polygon else np.inf
                     else:
                         role[i] = -1  # simulated, not compared
                 elif hops[k] == SCREEN_HOPS + 1:
@@ -2128,6 +2599,13 @@ def _compare(simulated, claimed, index, role, tolerance, scales):  # pragma: no 
             velocity_error = math.sqrt(
                 (simulated[2, q] - claimed[2][i]) ** 2 + (simulated[3, q] - claimed[3][i]) ** 2
             )
-            if position_error > tolerance[0, i] or velocity_error > tolerance[1, i]:
+            angle_error = abs(simulated[4, q] - claimed[4][i])
+            spin_error = abs(simulated[5, q] - claimed[5][i])
+            if (
+                position_error > tolerance[0, i]
+                or velocity_error > tolerance[1, i]
+                or angle_error > tolerance[2, i]
+                or spin_error > tolerance[3, i]
+            ):
                 suspect = i
     return 0, 0, 0, 0.0, suspect
