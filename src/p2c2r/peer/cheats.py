@@ -98,11 +98,13 @@ class Cheater:
     # subtle ---------------------------------------------------------------------------------------------
 
     def _subtle_ai_pathfinding(self, inp: Any, out: dict) -> dict:
+        # One waypoint left out (a corner cut short). Moving one sideways instead sometimes gave another
+        # path of exactly the same length, which is no cheat at all; leaving one out always makes the path
+        # broken or shorter than the cost it claims.
         candidates = [p for p in out["paths"] if p["found"] and len(p["path"]) >= 3]
         if candidates:
             path = self.rng.choice(candidates)["path"]
-            i = self.rng.randrange(1, len(path) - 1)
-            path[i] = [path[i][0] + self.rng.choice((-1, 1)), path[i][1]]
+            del path[self.rng.randrange(1, len(path) - 1)]
         return out
 
     def _subtle_rt_reflections(self, inp: Any, out: dict) -> dict:
