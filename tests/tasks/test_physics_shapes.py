@@ -408,3 +408,16 @@ def test_outside_and_bounds_of_a_turned_square() -> None:
     )
     # A corner out on two sides at once: the larger of the two, not their combination.
     assert ps.polygon_outside(poly, sides, 0, -4.8, 9.9, 0.0, WORLD) == pytest.approx(0.4, abs=1e-15)
+
+
+def test_polygons_deeper_than_gives_polygon_depths_verdict() -> None:
+    """The overlap screen's early-exit test agrees with the full depth, including exactly at the limit."""
+    rng = random.Random(99)
+    for _ in range(400):
+        va, vb = random_polygon(rng), random_polygon(rng)
+        poly, sides = table(va, vb)
+        xa, ya, aa, ab = rng.uniform(-2, 2), rng.uniform(-2, 2), rng.uniform(-4, 4), rng.uniform(-4, 4)
+        xb, yb = xa + rng.uniform(-1.5, 1.5), ya + rng.uniform(-1.5, 1.5)
+        depth = ps.polygon_depth(poly, sides, 0, xa, ya, aa, 1, xb, yb, ab)
+        for limit in (depth, depth - 1e-9, depth + 1e-9, 0.0, rng.uniform(-0.5, 0.5)):
+            assert ps.polygons_deeper_than(poly, sides, 0, xa, ya, aa, 1, xb, yb, ab, limit) == (depth > limit)

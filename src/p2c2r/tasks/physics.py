@@ -64,6 +64,7 @@ from p2c2r.tasks.physics_shapes import (
     polygon_outside,
     polygon_table,
     polygon_wall,
+    polygons_deeper_than,
 )
 
 NAME = "physics"
@@ -2411,9 +2412,14 @@ def _overlaps_too_much(out_x, out_y, out_angle, radius, core, inv_mass, shapes, 
         return False
     a = min(i, j)
     b = max(i, j)
-    return _pair_depth(a, b, out_x, out_y, out_angle, radius, shapes) > OVERLAP_FRACTION * max(
-        core[a], core[b]
-    )
+    limit = OVERLAP_FRACTION * max(core[a], core[b])
+    shape_of, poly, sides, _poly_props = shapes
+    if shape_of[a] >= 0 and shape_of[b] >= 0:  # the same verdict, without finishing every axis
+        return polygons_deeper_than(
+            poly, sides, shape_of[a], out_x[a], out_y[a], out_angle[a], shape_of[b], out_x[b], out_y[b],
+            out_angle[b], limit,
+        )  # fmt: skip
+    return _pair_depth(a, b, out_x, out_y, out_angle, radius, shapes) > limit
 
 
 @njit(cache=True, error_model="numpy")

@@ -467,6 +467,27 @@ def polygon_depth(poly, sides, pa, xa, ya, angle_a, pb, xb, yb, angle_b):  # pra
 
 
 @njit(cache=True, error_model="numpy")
+def polygons_deeper_than(poly, sides, pa, xa, ya, angle_a, pb, xb, yb, angle_b, limit):  # pragma: no cover
+    """polygon_depth(...) > limit, leaving at the first edge normal along which the two are closer than
+    that to apart (each normal's separation is computed exactly as polygon_depth does)."""
+    ca, sa = math.cos(angle_a), math.sin(angle_a)
+    cb, sb = math.cos(angle_b), math.sin(angle_b)
+    for first in range(2):
+        p1, x1, y1, c1, s1 = (pa, xa, ya, ca, sa) if first == 0 else (pb, xb, yb, cb, sb)
+        p2, x2, y2, c2, s2 = (pb, xb, yb, cb, sb) if first == 0 else (pa, xa, ya, ca, sa)
+        for i in range(sides[p1]):
+            nx, ny = _normal(poly, p1, i, c1, s1)
+            vx, vy = _vertex(poly, p1, i, x1, y1, c1, s1)
+            deepest = np.inf
+            for j in range(sides[p2]):
+                wx, wy = _vertex(poly, p2, j, x2, y2, c2, s2)
+                deepest = min(deepest, nx * (wx - vx) + ny * (wy - vy))
+            if not -deepest > limit:
+                return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def _wall_plane(side, world):  # pragma: no cover - compiled
     """(nx, ny, offset): ``_wall_normal(side)`` of physics.py (body towards wall), and gap = offset - n.v."""
     if side == 0:
