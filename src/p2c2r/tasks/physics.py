@@ -1189,6 +1189,67 @@ def _room_along(dx, dy, ux, uy, limit, inv_mass):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def _solve_face(
+    a, b, q, nx, ny, friction, inv_h, gap0, normal_mass, tangent_mass, normal_impulse, tangent_impulse,
+    max_normal_impulse, absorbed, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel,
+):  # pragma: no cover  # fmt: skip
+    """One velocity iteration of a two-point contact (points q and q + 1): Coulomb friction point by
+    point, then both normal impulses from one 2 x 2 linear complementarity problem (Box2D's block
+    solver: both pushing, either one alone, or neither). Falls back to point by point when the two
+    points act almost alike (K nearly singular)."""
+    r = q + 1
+    for p in (q, r):
+        vt = (vx[b] - vx[a]) * -ny + (vy[b] - vy[a]) * nx + angvel[b] * arm_tb[p] - angvel[a] * arm_ta[p]
+        limit = friction * normal_impulse[p]
+        new_tangent = min(max(tangent_impulse[p] - tangent_mass[p] * vt, -limit), limit)
+        delta_t = new_tangent - tangent_impulse[p]
+        tangent_impulse[p] = new_tangent
+        _apply_impulse(
+            a, b, p, nx, ny, 0.0, delta_t, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel
+        )  # fmt: skip
+    vn0 = _normal_speed(a, b, q, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+    vn1 = _normal_speed(a, b, r, nx, ny, arm_na, arm_nb, vx, vy, angvel)
+    k00 = 1.0 / normal_mass[q]
+    k11 = 1.0 / normal_mass[r]
+    k01 = inv_mass[a] + inv_mass[b] + inv_inertia[a] * arm_na[q] * arm_na[r] + inv_inertia[b] * arm_nb[q] * arm_nb[r]
+    det = k00 * k11 - k01 * k01
+    old0 = normal_impulse[q]
+    old1 = normal_impulse[r]
+    # Speculative contacts: an open gap may close during this sub-step, but no more.
+    w0 = vn0 + (gap0[q] * inv_h if gap0[q] > 0.0 else 0.0) - (k00 * old0 + k01 * old1)
+    w1 = vn1 + (gap0[r] * inv_h if gap0[r] > 0.0 else 0.0) - (k01 * old0 + k11 * old1)
+    if not det > BLOCK_CONDITION * k00 * k11:
+        x0 = max(old0 - normal_mass[q] * (w0 + k00 * old0 + k01 * old1), 0.0)
+        x1 = max(old1 - normal_mass[r] * (w1 + k01 * x0 + k11 * old1), 0.0)
+    else:
+        x0 = -(k11 * w0 - k01 * w1) / det
+        x1 = -(k00 * w1 - k01 * w0) / det
+        if not (x0 >= 0.0 and x1 >= 0.0):
+            x0 = -w0 / k00
+            x1 = 0.0
+            if not (x0 >= 0.0 and k01 * x0 + w1 >= 0.0):
+                x0 = 0.0
+                x1 = -w1 / k11
+                if not (x1 >= 0.0 and k01 * x1 + w0 >= 0.0):
+                    x0 = 0.0
+                    x1 = 0.0
+                    if not (w0 >= 0.0 and w1 >= 0.0):
+                        return  # no consistent case (rounding): leave this iteration's normals as they are
+    d0 = x0 - old0
+    d1 = x1 - old1
+    # Each point's share of the kinetic energy the change takes out: d_p (vn_p + (K d)_p / 2), summing to
+    # the exact d.vn + d.K d / 2; restitution may give back at most e^2 of it.
+    absorbed[q] -= d0 * (vn0 + 0.5 * (k00 * d0 + k01 * d1))
+    absorbed[r] -= d1 * (vn1 + 0.5 * (k01 * d0 + k11 * d1))
+    normal_impulse[q] = x0
+    normal_impulse[r] = x1
+    max_normal_impulse[q] = max(max_normal_impulse[q], x0)
+    max_normal_impulse[r] = max(max_normal_impulse[r], x1)
+    _apply_impulse(a, b, q, nx, ny, d0, 0.0, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel)
+    _apply_impulse(a, b, r, nx, ny, d1, 0.0, arm_na, arm_ta, arm_nb, arm_tb, inv_mass, inv_inertia, vx, vy, angvel)
+
+
+@njit(cache=True, error_model="numpy")
 def _bounces(q, c, approach0, threshold, max_normal_impulse, absorbed):  # pragma: no cover - compiled
     """Whether point q (of contact c) bounces: it approached fast, pushed, and absorbed energy."""
     return approach0[q] <= -threshold[c] and max_normal_impulse[q] != 0.0 and absorbed[q] > 0.0
@@ -1550,13 +1611,27 @@ def _simulate(
             )  # fmt: skip
 
         for _it in range(iterations):
+            face = False  # this point was solved with the one before it (a face contact)
             for k in range(n_contact):
                 q = in_contact[k]
                 c = q >> 1
+                if face:
+                    face = False
+                    continue
                 a = body_a[c]
                 b = body_b[c]
                 nx = normal_x[c]
                 ny = normal_y[c]
+                if q & 1 == 0 and points[c] == 2:
+                    # Both points of a face at once, so that neither is favoured by coming first: one after
+                    # the other, a stack of crates leans and creeps sideways, and a tall one topples.
+                    _solve_face(
+                        a, b, q, nx, ny, mix_friction[c], inv_h, gap0, normal_mass, tangent_mass,
+                        normal_impulse, tangent_impulse, max_normal_impulse, absorbed, arm_na, arm_ta, arm_nb,
+                        arm_tb, inv_mass, inv_inertia, vx, vy, angvel,
+                    )  # fmt: skip
+                    face = True
+                    continue
                 # Coulomb friction (bounded by the current normal impulse) and non-penetration, from the
                 # same relative velocity and applied together.
                 dvx = vx[b] - vx[a]
