@@ -167,6 +167,26 @@ def test_a_stack_of_three_boxes_stays_stacked() -> None:
         assert np.all(np.abs(s["angle"]) < 0.05)
 
 
+@pytest.mark.parametrize(("theta", "mu"), [(0.2, 0.1), (0.2, 0.3), (0.4, 0.3), (0.4, 0.5)])
+def test_a_crate_on_a_ramp_slides_as_coulomb_says(theta: float, mu: float) -> None:
+    """A crate on a static ramp (a long box turned by theta) stays put when mu >= tan(theta) and otherwise
+    slides down a g (sin theta - mu cos theta) t^2 / 2 in t seconds, without tipping."""
+    ramp = [-5.0, -0.25, 5.0, -0.25, 5.0, 0.25, -5.0, 0.25]
+    crate = [-0.3, -0.2, 0.3, -0.2, 0.3, 0.2, -0.3, 0.2]
+    nx, ny = -math.sin(theta), math.cos(theta)
+    start = (10.0 + 0.45 * nx, 5.0 + 0.45 * ny)  # resting on the ramp's top face, halfway along
+    raw = {
+        "x": [10.0, start[0]], "y": [5.0, start[1]], "angle": [theta, theta], "radius": [0.0, 0.0],
+        "mass": [0.0, 1.0], "vertices": [ramp, crate], "friction": mu, "world": world(20, 20),
+    }  # fmt: skip
+    seconds = 1.5
+    s = run(raw, round(60 * seconds))[-1]
+    moved = math.hypot(s["x"][1] - start[0], s["y"][1] - start[1])
+    expected = max(G * (math.sin(theta) - mu * math.cos(theta)), 0.0) * seconds**2 / 2
+    assert moved == pytest.approx(expected, rel=0.02, abs=0.002), (moved, expected)
+    assert s["angle"][1] == pytest.approx(theta, abs=1e-3)
+
+
 def test_a_tower_of_ten_crates_stands() -> None:
     """Ten unit crates stacked on the floor stand for five seconds without leaning or creeping: the two
     points of each face push together (solved one after the other, the first point's impulse tilted the
