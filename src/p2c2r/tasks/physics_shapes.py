@@ -48,13 +48,18 @@ class Polygon:
     inertia_per_mass: float  # about the centroid, uniform density
 
 
-def _turning(vertices: np.ndarray) -> tuple[np.ndarray, float]:
-    """Cross products of consecutive edges at each vertex, and the total turning angle."""
+def _turning(vertices: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cross products of consecutive edges at each vertex, and how many times the edges turn round.
+
+    With every turn to the left, the edge direction only ever increases, and it passes "pointing right"
+    (its y going from negative to non-negative) once per revolution: a convex polygon once, a pentagram
+    twice. Counting those passes needs no trigonometry (polygon_table counts the same way).
+    """
     edges = np.roll(vertices, -1, axis=0) - vertices
     following = np.roll(edges, -1, axis=0)
     cross = edges[:, 0] * following[:, 1] - edges[:, 1] * following[:, 0]
-    dot = edges[:, 0] * following[:, 0] + edges[:, 1] * following[:, 1]
-    return cross, float(np.sum(np.arctan2(cross, dot)))
+    revolutions = int(np.sum((edges[:, 1] < 0.0) & (following[:, 1] >= 0.0)))
+    return cross, revolutions
 
 
 def check_polygon(field: str, flat: Sequence[float]) -> Polygon:
@@ -82,8 +87,8 @@ def check_polygon(field: str, flat: Sequence[float]) -> Polygon:
 
     # All left turns is not enough (a pentagram turns left everywhere): the turns must also add up to one
     # full revolution, not two or more.
-    cross, total = _turning(vertices)
-    if np.any(cross <= CONVEX_TOLERANCE * circumradius**2) or abs(total - 2.0 * math.pi) > math.pi:
+    cross, revolutions = _turning(vertices)
+    if np.any(cross <= CONVEX_TOLERANCE * circumradius**2) or revolutions != 1:
         raise TaskInputError(
             field,
             "vertices must be listed counter-clockwise and form a strictly convex polygon "
@@ -240,7 +245,7 @@ def polygon_table(packed, n):  # pragma: no cover - compiled
         if math.sqrt(cx * cx + cy * cy) > CENTROID_TOLERANCE * radius:
             return shape_of, poly, sides, poly_props, circumradius, i
         inradius = np.inf
-        turning = 0.0
+        revolutions = 0
         for j in range(k):
             q = (j + 1) % k
             ex = vx[q] - vx[j]
@@ -250,7 +255,7 @@ def polygon_table(packed, n):  # pragma: no cover - compiled
             cross = ex * fy - ey * fx
             if cross <= CONVEX_TOLERANCE * r2:  # a right turn or a straight one: not strictly convex CCW
                 return shape_of, poly, sides, poly_props, circumradius, i
-            turning += math.atan2(cross, ex * fx + ey * fy)
+            revolutions += ey < 0.0 and fy >= 0.0  # (see _turning)
             length = math.sqrt(ex * ex + ey * ey)
             nx = ey / length
             ny = -ex / length
@@ -259,7 +264,7 @@ def polygon_table(packed, n):  # pragma: no cover - compiled
             poly[p, 1, j] = vy[j]
             poly[p, 2, j] = nx
             poly[p, 3, j] = ny
-        if abs(turning - 2.0 * math.pi) > math.pi:  # a star turns left everywhere too, but twice round
+        if revolutions != 1:  # a star turns left everywhere too, but twice round
             return shape_of, poly, sides, poly_props, circumradius, i
         if inradius < MIN_ROUNDNESS * radius:
             return shape_of, poly, sides, poly_props, circumradius, i
