@@ -187,6 +187,8 @@ def test_polygon_table() -> None:
         assert props[1, p] == pytest.approx(checked.inertia_per_mass, rel=1e-12)
         assert circumradius[shape_of.tolist().index(p)] == pytest.approx(checked.circumradius, rel=1e-15)
     assert circumradius[1] == 0.0
+    # The compiled checks refuse what check_polygon refuses, a star (all left turns, twice round) included.
+    assert ps.polygon_table(ps.pack_vertices([None, PENTAGRAM], 2), 2)[-1] == 1
 
 
 def test_squares_side_by_side() -> None:
