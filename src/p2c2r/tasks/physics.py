@@ -1,8 +1,12 @@
-"""Task kind ``physics``: one step of a 2-D rigid-body world of circles.
+"""Task kind ``physics``: one step of a 2-D rigid-body world of circles and convex polygons.
 
-A gamer sends the state of up to 5,000 circles (position, velocity, angle, angular velocity, radius, mass
-with 0 meaning static, restitution, friction, optional constant thrust), gravity, an optional axis-aligned
-world box and a time step ``dt`` split into ``substeps``; the peer returns the state after ``dt``.
+A gamer sends the state of up to 5,000 bodies (position, velocity, angle, angular velocity, radius, mass
+with 0 meaning static, restitution, friction, optional constant thrust, and for a polygon its vertices),
+gravity, an optional axis-aligned world box and a time step ``dt`` split into ``substeps``; the peer
+returns the state after ``dt``. Polygon geometry (validation, mass properties, the narrow phase) lives in
+``physics_shapes``; a polygon's ``radius`` is its circumradius, so everything planned by extents (broad
+phase, reach, islands, windows) treats both shapes alike, and every tolerance of the solver scales with a
+body's *core* size (a circle's radius, a polygon's inradius).
 
 The solver (all of it part of ``VERSION``) is a sequential-impulse solver in the style of Box2D, run once
 per sub-step: integrate velocities; build contacts from the current positions; warm start resting
@@ -13,7 +17,9 @@ back at most e^2 of the energy each contact absorbed; integrate positions; non-l
 keep a sinking velocity; the position correction is therefore also applied as a velocity impulse per
 contact (as in position-based dynamics), capped so a deep overlap separates at a bounded speed instead of
 exploding. Contacts are processed bottom-up along gravity, which carries weight up a pile in one sweep,
-and dynamic bodies never leave the world box.
+and dynamic bodies never leave the world box. A contact has one point (a circle's) or two (a polygon's face
+against an edge: Box2D's clipped incident edge), each with its lever arms; the two points of a face take
+their normal impulses and their bounce from one 2 x 2 solve, so that neither is favoured by coming first.
 
 Locality is what makes a step cheap to verify. At the start of the step every body gets a *reach*: how
 far it may travel during the step (its speed plus what gravity and thrust add; twice the fastest speed of
@@ -147,7 +153,8 @@ class World(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One step of a circle world. After ``parse_input`` every per-body column is packed float64 bytes."""
+    """One step of a world of bodies. After ``parse_input`` every per-body column is packed float64 bytes,
+    and ``vertices`` packed too (or None when every body is a circle)."""
 
     x: FloatColumn
     y: FloatColumn
