@@ -4,8 +4,11 @@ scenes, input checks, and agreement of the two polygon validators (numba ``polyg
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -865,3 +868,20 @@ def test_the_fast_validator_names_the_same_body_as_the_python_one() -> None:
             phys.parse_input(raw)
         assert caught.value.field == expected.value.field, way
         assert str(caught.value) == str(expected.value), way
+
+
+def test_the_documented_examples_parse_compute_and_verify() -> None:
+    """Every JSON example of docs/tasks/physics.md is a valid input, and the polygon one does what the
+    text says: the crate slides down the ramp at g (sin 0.4 - 0.2 cos 0.4) after one step."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tasks" / "physics.md").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) >= 2, "docs/tasks/physics.md lost its JSON examples"
+    for block in blocks:
+        raw = json.loads(block)
+        inp, out = step(raw)
+        assert phys.verify(inp, out, random.Random(0))
+    s = state(out)  # the last one: the ramp
+    speed = math.hypot(s["vx"][1], s["vy"][1])
+    assert speed == pytest.approx(G * (math.sin(0.4) - 0.2 * math.cos(0.4)) / 60.0, rel=0.01)
+    assert s["vx"][1] < 0.0 and s["vy"][1] < 0.0  # down the ramp, to the left
+    assert s["x"][0] == 3.0 and s["vx"][3] == 0.0
