@@ -303,17 +303,24 @@ def _extent(poly, sides, p):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def _edge_separation(poly, sides, p1, i, x1, y1, c1, s1, p2, x2, y2, c2, s2):  # pragma: no cover - compiled
+    """How far polygon 2 lies out along the normal of polygon 1's edge i (its nearest vertex; < 0: in)."""
+    nx, ny = _normal(poly, p1, i, c1, s1)
+    vx, vy = _vertex(poly, p1, i, x1, y1, c1, s1)
+    deepest = np.inf
+    for j in range(sides[p2]):
+        wx, wy = _vertex(poly, p2, j, x2, y2, c2, s2)
+        deepest = min(deepest, nx * (wx - vx) + ny * (wy - vy))
+    return deepest
+
+
+@njit(cache=True, error_model="numpy")
 def _max_separation(poly, sides, p1, x1, y1, c1, s1, p2, x2, y2, c2, s2):  # pragma: no cover - compiled
     """(separation, edge): the edge normal of polygon 1 along which polygon 2 lies farthest out."""
     best = -np.inf
     edge = 0
     for i in range(sides[p1]):
-        nx, ny = _normal(poly, p1, i, c1, s1)
-        vx, vy = _vertex(poly, p1, i, x1, y1, c1, s1)
-        deepest = np.inf
-        for j in range(sides[p2]):
-            wx, wy = _vertex(poly, p2, j, x2, y2, c2, s2)
-            deepest = min(deepest, nx * (wx - vx) + ny * (wy - vy))
+        deepest = _edge_separation(poly, sides, p1, i, x1, y1, c1, s1, p2, x2, y2, c2, s2)
         if deepest > best:  # strict: the lowest edge index wins a tie
             best = deepest
             edge = i
@@ -474,20 +481,14 @@ def polygon_depth(poly, sides, pa, xa, ya, angle_a, pb, xb, yb, angle_b):  # pra
 @njit(cache=True, error_model="numpy")
 def polygons_deeper_than(poly, sides, pa, xa, ya, angle_a, pb, xb, yb, angle_b, limit):  # pragma: no cover
     """polygon_depth(...) > limit, leaving at the first edge normal along which the two are closer than
-    that to apart (each normal's separation is computed exactly as polygon_depth does)."""
+    that to apart (each normal's separation is polygon_depth's own, _edge_separation)."""
     ca, sa = math.cos(angle_a), math.sin(angle_a)
     cb, sb = math.cos(angle_b), math.sin(angle_b)
     for first in range(2):
         p1, x1, y1, c1, s1 = (pa, xa, ya, ca, sa) if first == 0 else (pb, xb, yb, cb, sb)
         p2, x2, y2, c2, s2 = (pb, xb, yb, cb, sb) if first == 0 else (pa, xa, ya, ca, sa)
         for i in range(sides[p1]):
-            nx, ny = _normal(poly, p1, i, c1, s1)
-            vx, vy = _vertex(poly, p1, i, x1, y1, c1, s1)
-            deepest = np.inf
-            for j in range(sides[p2]):
-                wx, wy = _vertex(poly, p2, j, x2, y2, c2, s2)
-                deepest = min(deepest, nx * (wx - vx) + ny * (wy - vy))
-            if not -deepest > limit:
+            if not -_edge_separation(poly, sides, p1, i, x1, y1, c1, s1, p2, x2, y2, c2, s2) > limit:
                 return False
     return True
 
