@@ -171,6 +171,49 @@ async def test_completions_of_a_batch_commit_together_and_a_finished_task_fails_
     assert read(store, "SELECT SUM(amount_micro_usd), COUNT(*) FROM ledger") == [(0, len(posting.entries))]
 
 
+def _complete(store: Store, n: int, *, deferrable: bool) -> asyncio.Future:
+    return store.complete_task(task_id=f"t{n}", source="cloud", latency_ms=1.0, cost_micro_usd=15,
+                               cache_key=f"key{n}", kind="ai_pathfinding", version="1", output=b"\xc0",
+                               cache_ttl_s=60.0, posting=None, deferrable=deferrable)
+
+
+async def test_a_deferrable_completion_waits_for_its_timer_when_nothing_else_commits(store):
+    await store.add_task(row(0))
+    before = store.commits
+    done = _complete(store, 0, deferrable=True)
+    for _ in range(5):  # an ordinary write would have committed within two turns
+        await asyncio.sleep(0)
+    assert not done.done() and store.commits == before
+    await asyncio.wait_for(done, 5)
+    assert store.commits == before + 1
+    assert read(store, "SELECT state FROM tasks WHERE id = 't0'") == [("completed",)]
+
+
+async def test_a_deferrable_completion_commits_with_the_next_write_someone_waits_on(store):
+    await store.add_task(row(0))
+    before = store.commits
+    completed = _complete(store, 0, deferrable=True)
+    await asyncio.sleep(0)  # a later loop turn: the next task arrives
+    inserted = store.add_task(row(1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inserted.done() and completed.done()  # without waiting for the timer
+    assert store.commits == before + 1  # one commit for both
+    assert read(store, "SELECT id, state FROM tasks ORDER BY id") == [("t0", "completed"), ("t1", "queued")]
+    await asyncio.sleep(0.01)  # past the cancelled timer: nothing more commits
+    assert store.commits == before + 1
+
+
+async def test_a_deferrable_completion_still_waiting_commits_on_close(tmp_path):
+    store = Store(tmp_path / "deferred.db")
+    store.open()
+    await store.add_task(row(0))
+    pending = _complete(store, 0, deferrable=True)
+    store.close()
+    await pending
+    assert read(store, "SELECT state FROM tasks") == [("completed",)]
+
+
 async def test_commits_never_checkpoint_and_the_checkpointer_moves_the_wal_into_the_database(tmp_path):
     big = b"\x00" * 64 * 1024
 

@@ -778,6 +778,8 @@ class Coordinator:
         # is computed again at the next start and billed then (the gamer, reconnecting, fetches it; the
         # client library ignores a second result of a task it already has). A task whose row has not
         # committed yet is delivered by _stored, right after its Ack: a Result never comes before the Ack.
+        # A delivered result's commit may wait a little for the next one (the store's deferrable writes),
+        # which widens that window by at most a couple of milliseconds.
         if task.durable:
             self._deliver(task)
         self._recording[task.cache_key] = output
@@ -786,6 +788,7 @@ class Coordinator:
                 task_id=task.task_id, source=source, latency_ms=latency_ms, cost_micro_usd=cost,
                 cache_key=task.cache_key, kind=task.kind.name, version=task.kind.version, output=output,
                 cache_ttl_s=self.cache_ttl_s, posting=posting, peer_id=payees[0].peer_id if payees else None,
+                deferrable=task.result_sent_to is not None,
             )
         except StoreError as exc:
             self._forget_recording(task.cache_key, output)
