@@ -8,7 +8,8 @@ Floor: a websockets server that forwards the gamer's frame to a worker connectio
 back, nothing else, on the same event loop as P2C2R's processes (uvloop). Both run at once; the
 one-at-a-time samples alternate between them in rounds, so that a machine that slows down for a while
 slows both. The ratio to the floor is the figure that survives a noisy machine; the spread of the rounds'
-own ratios shows how much it does.
+own ratios shows how much it does. During the throughput runs, the CPU time each process uses per task
+(from /proc) shows where the work is, which wall time on a shared machine blurs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from bench.harness import percentile, print_table, write_json
+from bench.harness import percentile, print_table, process_tree_cpu_s, write_json
 from bench.kernels.bench_pathfinding import tiny_input as trivial_input
 from p2c2r.gamer.client import GamerClient
 
@@ -148,7 +149,19 @@ class RelayPath:
         return total / (time.perf_counter() - t0)
 
 
-async def measure(relay_port: int, cloud_url: str, serial: int, rounds: int, total: int, inflight: int) -> dict:
+async def _throughput_with_cpu(path: Any, pids: dict[str, int], total: int, inflight: int) -> tuple[float, dict[str, float]]:
+    """Tasks per second, and the CPU microseconds per task that each process of the path (and this one, the
+    gamer) used meanwhile: the cost that a noisy machine's wall clock hides."""
+    before = {role: process_tree_cpu_s(pid) for role, pid in pids.items()}
+    gamer_before = time.process_time()
+    rate = await path.throughput(total, inflight)
+    cpu_us = {role: (process_tree_cpu_s(pid) - before[role]) / total * 1e6 for role, pid in pids.items()}
+    cpu_us["gamer"] = (time.process_time() - gamer_before) / total * 1e6
+    return rate, cpu_us
+
+
+async def measure(relay_port: int, cloud_url: str, serial: int, rounds: int, total: int, inflight: int,
+                  pids: dict[str, dict[str, int]]) -> dict:
     """Both paths, their one-at-a-time samples taken in alternating rounds (a machine that slows down for a
     while slows both, and each round gives a ratio of its own), then each one's throughput."""
     async with connect(f"ws://127.0.0.1:{relay_port}", compression=None, max_size=None) as ws, \
@@ -167,8 +180,11 @@ async def measure(relay_port: int, cloud_url: str, serial: int, rounds: int, tot
             samples["floor"] += floor_round
             samples["ours"] += our_round
             round_ratios.append(percentile(our_round, 50) / percentile(floor_round, 50))
-        throughput = {"floor": await floor.throughput(total, inflight), "ours": await ours.throughput(total, inflight)}
-    return {"samples": samples, "throughput": throughput, "round_ratios": round_ratios, "sources": ours.sources}
+        throughput, cpu_us = {}, {}
+        for key, path in (("floor", floor), ("ours", ours)):
+            throughput[key], cpu_us[key] = await _throughput_with_cpu(path, pids[key], total, inflight)
+    return {"samples": samples, "throughput": throughput, "cpu_us": cpu_us, "round_ratios": round_ratios,
+            "sources": ours.sources}
 
 
 def main() -> None:
@@ -195,9 +211,11 @@ def main() -> None:
             worker.start()
             # The per-gamer submit rate limit (1,000/s by default) would cap this one gamer's load.
             cloud = ps.cloud(extra=["--quiet", "--submit-rate", "1000000", "--submit-burst", "1000000"])
-            ps.peer(cloud, "bench_peer", slots=args.peer_slots, extra=["--quiet"])
+            peer = ps.peer(cloud, "bench_peer", slots=args.peer_slots, extra=["--quiet"])
             cloud.wait_for_peers(1)  # meanwhile the relay's worker has registered
-            result = asyncio.run(measure(port, cloud.url, args.serial, args.rounds, args.tasks, args.inflight))
+            pids = {"floor": {"server": relay.pid, "worker": worker.pid},
+                    "ours": {"server": cloud.popen.pid, "worker": peer.popen.pid}}  # the peer with its workers
+            result = asyncio.run(measure(port, cloud.url, args.serial, args.rounds, args.tasks, args.inflight, pids))
         finally:
             ps.stop_all()
             relay.kill()
@@ -207,20 +225,30 @@ def main() -> None:
     rows = []
     for name, key in (("bare websockets relay (floor)", "floor"), ("p2c2r gamer->cloud->peer->cloud->gamer", "ours")):
         samples_ms = [s * 1000 for s in result["samples"][key]]
+        cpu = result["cpu_us"][key]
         rows.append({
             "path": name,
             "p50_ms": percentile(samples_ms, 50),
             "p99_ms": percentile(samples_ms, 99),
             "tasks_per_s": result["throughput"][key],
+            "cpu_us_server": cpu["server"],
+            "cpu_us_worker": cpu["worker"],
+            "cpu_us_gamer": cpu["gamer"],
+            "cpu_us_total": cpu["server"] + cpu["worker"] + cpu["gamer"],
         })
     ratio_p50 = rows[1]["p50_ms"] / rows[0]["p50_ms"]
     ratio_tp = rows[1]["tasks_per_s"] / rows[0]["tasks_per_s"]
+    ratio_cpu = rows[1]["cpu_us_total"] / rows[0]["cpu_us_total"]
     round_ratios = result["round_ratios"]
     print_table(f"Round trip one at a time ({args.serial}, in {args.rounds} alternating rounds) and throughput "
-                f"({args.tasks} tasks, {args.inflight} in flight)", rows, ["path", "p50_ms", "p99_ms", "tasks_per_s"])
+                f"({args.tasks} tasks, {args.inflight} in flight; CPU microseconds per task during the latter, by "
+                f"process: server = relay or coordinator, worker = relay's worker or peer with its workers)", rows,
+                ["path", "p50_ms", "p99_ms", "tasks_per_s", "cpu_us_server", "cpu_us_worker", "cpu_us_gamer",
+                 "cpu_us_total"])
     print(f"\nratio p50 vs floor: {ratio_p50:.2f}x (per round {min(round_ratios):.2f}-{max(round_ratios):.2f}x)"
-          f"   throughput vs floor: {ratio_tp:.2f}x   sources: {result['sources']}")
+          f"   throughput vs floor: {ratio_tp:.2f}x   CPU per task vs floor: {ratio_cpu:.1f}x   sources: {result['sources']}")
     write_json("roundtrip", {"rows": rows, "ratio_p50_vs_floor": ratio_p50, "ratio_throughput_vs_floor": ratio_tp,
+                             "ratio_cpu_per_task_vs_floor": ratio_cpu,
                              "ratio_p50_per_round": round_ratios,
                              "targets": {"p50_ms": 1.0, "ratio_p50_max": 2.5, "tasks_per_s_min": 3000},
                              "params": vars(args), "sources": result["sources"]})
