@@ -20,7 +20,7 @@ import pytest
 
 from p2c2r import protocol as p
 from p2c2r.cloud.coordinator import Coordinator
-from p2c2r.cloud.store import Store
+from p2c2r.cloud.store import BUSY_COMMIT_WRITES, Store
 from p2c2r.cloud.validation import ValidationPolicy
 from p2c2r.errors import StoreError
 from p2c2r.tasks import get_kind
@@ -131,6 +131,17 @@ async def test_a_result_never_overtakes_the_ack_of_its_task(net):
     assert net.gamer.sent == []
     gate.set()
     await async_wait_until(lambda: net.gamer.of(p.Result), 10, "the Result")
+    assert [type(m) for m in net.gamer.sent] == [p.Ack, p.Result]
+
+
+async def test_a_result_waiting_for_its_tasks_row_does_not_wait_for_the_stores_pacing(net):
+    # A busy commit: the store now paces its commits (see store.COMMIT_PACING_S).
+    await asyncio.gather(*(net.store.set_meta(f"k{n}", "v") for n in range(BUSY_COMMIT_WRITES)))
+    net.submit(net.gamer, "t1")
+    await net.answer_next_assign()  # in before the task's row has committed
+    assert net.gamer.sent == []
+    for _ in range(10):  # a few loop turns, far less than the pacing
+        await asyncio.sleep(0)
     assert [type(m) for m in net.gamer.sent] == [p.Ack, p.Result]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from p2c2r.cloud import ledger
 from p2c2r.cloud.ledger import Tariff
-from p2c2r.cloud.store import Store, TaskRow
+from p2c2r.cloud.store import BUSY_COMMIT_WRITES, Store, TaskRow
 from p2c2r.errors import StoreError
 from tests.procs import async_wait_until
 
@@ -202,6 +202,47 @@ async def test_a_deferrable_completion_commits_with_the_next_write_someone_waits
     assert read(store, "SELECT id, state FROM tasks ORDER BY id") == [("t0", "completed"), ("t1", "queued")]
     await asyncio.sleep(0.01)  # past the cancelled timer: nothing more commits
     assert store.commits == before + 1
+
+
+async def _busy_commit(store: Store, first: int) -> None:
+    """One commit of BUSY_COMMIT_WRITES task rows: the store now paces its commits."""
+    await asyncio.gather(*(store.add_task(row(n)) for n in range(first, first + BUSY_COMMIT_WRITES)))
+
+
+async def test_after_a_busy_commit_the_next_one_waits_and_gathers_what_comes_meanwhile(store):
+    await _busy_commit(store, 0)
+    before = store.commits
+    first = store.add_task(row(100))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done()  # paced: an idle store would have committed it within two turns
+    second = store.add_task(row(101))
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert store.commits == before + 1  # both in one commit
+    # That commit was small: the one after it is not paced.
+    third = store.add_task(row(102))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert third.done()
+
+
+async def test_commit_soon_overrides_the_pacing(store):
+    await _busy_commit(store, 0)
+    waiting = store.add_task(row(100))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    store.commit_soon()  # e.g. the task's result is in and waits for its row
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert waiting.done()
+
+
+async def test_a_small_commit_does_not_pace_the_next(store):
+    await asyncio.gather(*(store.add_task(row(n)) for n in range(BUSY_COMMIT_WRITES - 1)))
+    later = store.add_task(row(100))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert later.done()
 
 
 async def test_a_deferrable_completion_still_waiting_commits_on_close(tmp_path):

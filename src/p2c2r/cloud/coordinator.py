@@ -782,6 +782,8 @@ class Coordinator:
         # which widens that window by at most a couple of milliseconds.
         if task.durable:
             self._deliver(task)
+        else:  # its row's commit, and with it the Ack and this result, must not wait for the store's pacing
+            self.store.commit_soon()
         self._recording[task.cache_key] = output
         try:
             await self.store.complete_task(
