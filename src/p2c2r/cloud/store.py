@@ -4,8 +4,9 @@ One write connection, used by a writer thread and by the event loop in turn. Cal
 every write that is waiting runs in one transaction that commits once: group commit, so that storage does
 not cap throughput. Bundles commit on the event loop itself, right after the sends of the loop turn that
 queued them, whenever the writer thread is idle (see ``_Writer.submit``; a deferrable one, such as the
-completion of a task already delivered, may wait a couple of milliseconds to share the next commit); jobs,
-and everything queued behind them, go to the thread, in order; with ``synchronous=FULL`` or ``EXTRA`` (an fsync per commit) everything
+completion of a task already delivered, may wait a couple of milliseconds to share the next commit; under
+load, commits are paced so that each holds more); jobs, and everything queued behind them, go to the
+thread, in order; with ``synchronous=FULL`` or ``EXTRA`` (an fsync per commit) everything
 does. Each
 write succeeds or fails on its own (a SAVEPOINT around anything of more than one statement), and ``await``
 on it returns only after its commit, which is how the coordinator acknowledges a task only once it is
