@@ -778,8 +778,8 @@ class Coordinator:
         # is computed again at the next start and billed then (the gamer, reconnecting, fetches it; the
         # client library ignores a second result of a task it already has). A task whose row has not
         # committed yet is delivered by _stored, right after its Ack: a Result never comes before the Ack.
-        # A delivered result's commit may wait a little for the next one (the store's deferrable writes),
-        # which widens that window by at most a couple of milliseconds.
+        # A delivered result's commit may wait for the next one (the store's deferrable writes), which
+        # widens that window by a couple of milliseconds, or by the store's commit pacing under load.
         if task.durable:
             self._deliver(task)
         else:  # its row's commit, and with it the Ack and this result, must not wait for the store's pacing
