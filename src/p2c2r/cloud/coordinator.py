@@ -357,18 +357,19 @@ class Coordinator:
         self.counters.submitted += 1
         self._track(task)
         self.console.task_line(f"📥 Task received: {kind.name} from {gamer.name}")
-        row = TaskRow(task.task_id, gamer.client_id, msg.task_id, kind.name, canonical, task.cache_key,
-                      task.price_micro_usd, deadline_ms, time.time(), TaskState.QUEUED.value)
         cached = self._recording.get(task.cache_key) or self.store.cached_output(task.cache_key, time.time())
-        insert = self.store.add_task(row)
         if cached is None:
-            # A peer may start before the row is durable: nothing is promised to the gamer until the Ack
-            # below, and the single writer commits this row before any result of the task.
+            # A peer may start before the row is durable, and even before it is written (the Assign goes out
+            # first, the row's bookkeeping then overlaps the peer's work): nothing is promised to the gamer
+            # until the Ack, and the single writer commits this row before any result of the task.
             self.counters.cache_misses += 1
             self._apply(self.scheduler.submit(task.task_id, kind.name, now=task.submitted_mono,
                                               deadline_at=task.submitted_mono + deadline_ms / 1000.0,
                                               latency_critical=deadline_ms <= LATENCY_CRITICAL_MS,
                                               needs=_needs(kind, inp)))
+        row = TaskRow(task.task_id, gamer.client_id, msg.task_id, kind.name, canonical, task.cache_key,
+                      task.price_micro_usd, deadline_ms, time.time(), TaskState.QUEUED.value)
+        insert = self.store.add_task(row)
         insert.add_done_callback(lambda done: self._stored(gamer, msg, task, cached, done))
 
     def _stored(self, gamer: Session, msg: p.Submit, task: ActiveTask, cached: bytes | None,
@@ -394,7 +395,7 @@ class Coordinator:
         if cached is not None:
             self.counters.cache_hits += 1
             self.console.task_line("   ⚡ Answered from cache (no peer work)")
-            self._spawn(self._complete(task, cached, source="cache"))
+            self._finish(task, cached, source="cache")
 
     def fetch(self, gamer: Session, msg: p.Fetch) -> None:
         refusal = self.admission.admit_fetch(gamer.client_id)
@@ -468,7 +469,7 @@ class Coordinator:
         self.counters.useful_compute_ms += msg.compute_ms
         self._apply(self.scheduler.attempt_succeeded(msg.attempt_id, now, msg.compute_ms))
         payee = Candidate(peer.client_id, msg.attempt_id, output, checked.output, msg.compute_ms)
-        self._spawn(self._complete(task, output, source="peer", payees=[payee], audit=audit))
+        self._finish(task, output, source="peer", payees=[payee], audit=audit)
 
     def _resolve_quorum(self, task: ActiveTask) -> None:
         """Two agreeing replicas are accepted; a disagreement, or a replica with no partner in sight, is
@@ -483,7 +484,7 @@ class Coordinator:
                     self._reward(c.peer_id, task.kind.name)
                 self.counters.useful_compute_ms += first.compute_ms
                 self.counters.replica_compute_ms += second.compute_ms
-                self._spawn(self._complete(task, first.output_bytes, source="peer", payees=[first, second]))
+                self._finish(task, first.output_bytes, source="peer", payees=[first, second])
             else:
                 self.counters.quorum_disagreements += 1
                 self._event("quorum_disagreement", kind=task.kind.name)
@@ -756,8 +757,24 @@ class Coordinator:
         payees: list[Candidate] | None = None,
         audit: bool = False,
     ) -> None:
+        """``_finish``, waiting until the completion is recorded."""
+        recording = self._finish(task, output, source=source, payees=payees, audit=audit)
+        if recording is not None:
+            await recording
+
+    def _finish(
+        self,
+        task: ActiveTask,
+        output: bytes,
+        *,
+        source: str,
+        payees: list[Candidate] | None = None,
+        audit: bool = False,
+    ) -> asyncio.Task[None] | None:
+        """Bill a verified result and deliver it now, in this turn of the loop (a task spawned first would
+        cost the round trip a turn); its recording goes on in the task returned (None: already finishing)."""
         if task.finishing:
-            return
+            return None
         task.finishing = True
         self._apply(self.scheduler.task_done(task.task_id, self._clock()))
         latency_ms = (self._clock() - task.submitted_mono) * 1000.0
@@ -785,6 +802,12 @@ class Coordinator:
         else:  # its row's commit, and with it the Ack and this result, must not wait for the store's pacing
             self.store.commit_soon()
         self._recording[task.cache_key] = output
+        return self._spawn(self._record_completion(task, output, source, payees, audit, posting,
+                                                   latency_ms, cost))
+
+    async def _record_completion(self, task: ActiveTask, output: bytes, source: str, payees: list[Candidate],
+                                 audit: bool, posting: ledger.Posting, latency_ms: float, cost: int) -> None:
+        """Commit a finished task (its result, cache row and billing), then pay its peers and say so."""
         try:
             await self.store.complete_task(
                 task_id=task.task_id, source=source, latency_ms=latency_ms, cost_micro_usd=cost,
@@ -818,7 +841,7 @@ class Coordinator:
         # The gamer was away, or it was not durable yet, or the gamer reconnected since (the result may
         # have been lost with the old connection).
         self._deliver(task)
-        for payee in payees or ():
+        for payee in payees:
             earned = ledger.earnings_of(posting, payee.peer_id)
             link = self.peers.get(payee.peer_id)
             if link is None:
