@@ -748,17 +748,10 @@ class Coordinator:
             return
         await self._complete(task, outcome.output, source="cloud")
 
-    async def _complete(
-        self,
-        task: ActiveTask,
-        output: bytes,
-        *,
-        source: str,
-        payees: list[Candidate] | None = None,
-        audit: bool = False,
-    ) -> None:
-        """``_finish``, waiting until the completion is recorded."""
-        recording = self._finish(task, output, source=source, payees=payees, audit=audit)
+    async def _complete(self, task: ActiveTask, output: bytes, *, source: str,
+                        payees: list[Candidate] | None = None) -> None:
+        """``_finish`` (with no audit), waiting until the completion is recorded."""
+        recording = self._finish(task, output, source=source, payees=payees)
         if recording is not None:
             await recording
 
