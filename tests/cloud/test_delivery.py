@@ -98,11 +98,8 @@ async def test_a_verified_result_goes_to_its_gamer_before_the_peer_result_call_r
     """No loop turn between a peer's result and its delivery: each turn costs the round trip."""
     net.submit(net.gamer, "t1")
     await async_wait_until(lambda: net.gamer.of(p.Ack), 10, "the Ack")
-    assign = (await async_wait_until(lambda: net.peer.of(p.Assign), 10, "an Assign"))[0]
-    kind = get_kind(KIND)
-    output = msgspec.to_builtins(kind.compute(kind.parse_input(msgspec.msgpack.decode(assign.input))))
-    net.coordinator.peer_result(net.peer, p.PeerResult(assign.attempt_id, output, 1.0))
-    (result,) = net.gamer.of(p.Result)  # synchronously: nothing awaited since the PeerResult
+    await net.answer_next_assign()  # ends with the peer_result call: no loop turn after it
+    (result,) = net.gamer.of(p.Result)
     assert result.task_id == "t1" and result.source == "peer" and result.cost_micro_usd > 0
     await async_wait_until(lambda: net.coordinator.counters.completed == 1, 10, "the completion to commit")
 
